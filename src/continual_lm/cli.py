@@ -1,0 +1,111 @@
+"""``continual-lm``: run experiments, list methods, compare runs.
+
+    continual-lm run                         the default experiment (Biography, spurious forgetting)
+    continual-lm run --config FILE [--set k=v ...] [--out DIR]
+    continual-lm list                        registered methods, their defaults
+    continual-lm compare DIR [DIR ...]       OP / BWT / FWT of finished runs, as a table
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import ContinualLMError
+
+
+def _quiet_libraries() -> None:
+    import transformers
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .experiments.runner import run_experiment
+    from .experiments.spurious import default_config_path, run_default_experiment
+
+    methods = args.methods.split(",") if args.methods else None
+    if args.config is None or args.methods:
+        cfg = load_config(args.config or default_config_path(), args.set)
+        run_default_experiment(args.out, cfg, methods)
+        return 0
+    cfg = load_config(args.config, args.set)
+    result, folder = run_experiment(cfg, args.out)
+    from .reporting.report import run_report
+    print(run_report(cfg.name, cfg.method.name, {"name": cfg.name, "method": cfg.method.name, **result.to_json()}))
+    print(f"run folder: {folder}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .methods import METHODS
+    from .methods.base import method_summary
+
+    width = max(len(n) for n in METHODS)
+    for name, cls in sorted(METHODS.items()):
+        print(f"{name:<{width}}  {method_summary(cls)}")
+        if args.verbose and cls.defaults:
+            print(" " * (width + 2) + "defaults: " + json.dumps(cls.defaults))
+    return 0
+
+
+def load_run_metrics(folder: Path) -> dict:
+    from .data.loaders import read_json
+    from .errors import DataError
+
+    path = folder / "metrics.json"
+    if not path.exists():
+        raise DataError(f"{folder}: not a finished run (no metrics.json)")
+    metrics = read_json(path)
+    for key in ("method", "op", "bwt", "fwt", "seconds"):
+        if key not in metrics:
+            raise DataError(f"{path}: missing key {key!r}")
+    return metrics
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .reporting.report import comparison_table
+
+    rows = []
+    for d in args.runs:
+        m = load_run_metrics(Path(d))
+        rows.append({"run": Path(d).name, **{k: m[k] for k in ("method", "op", "bwt", "fwt", "seconds")}})
+    print(comparison_table(rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="continual-lm", description="Continual learning of language models.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run an experiment (no --config: the default Biography experiment)")
+    run.add_argument("--config", type=Path, help="experiment YAML")
+    run.add_argument("--out", type=Path, help="output folder (default runs/<name>-<time>)")
+    run.add_argument("--methods", help="comma-separated methods: one run each, with a summary table")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    run.set_defaults(func=cmd_run)
+    lst = sub.add_parser("list", help="list the registered methods")
+    lst.add_argument("--verbose", action="store_true", help="show default hyper-parameters")
+    lst.set_defaults(func=cmd_list)
+    cmp_ = sub.add_parser("compare", help="compare finished runs")
+    cmp_.add_argument("runs", nargs="+", help="run folders")
+    cmp_.set_defaults(func=cmd_compare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    _quiet_libraries()
+    try:
+        return args.func(args)
+    except ContinualLMError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

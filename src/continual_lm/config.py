@@ -1,0 +1,174 @@
+"""Experiment configuration: YAML validated into typed objects (pydantic), with one-line errors."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoRASettings(_Strict):
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] | None = None  # None: a sensible default per architecture
+
+
+class TinyModelSettings(_Strict):
+    """A model built from a config (random initialisation); the tokenizer is word-level, built from the data."""
+    arch: Literal["gpt", "llama", "t5", "bert"] = "gpt"
+    layers: int = 2
+    width: int = 64
+    heads: int = 2
+
+
+class ModelSettings(_Strict):
+    kind: Literal["causal", "seq2seq", "encoder"] = "causal"
+    path: str | None = None          # local folder or hub id; None with ``tiny`` builds from a config
+    tiny: TinyModelSettings | None = None
+    finetune: Literal["lora", "full"] = "lora"
+    lora: LoRASettings = LoRASettings()
+    max_length: int = 256
+    max_new_tokens: int = 16
+    label_scale: float = 20.0        # encoder label scoring: logits = scale * cosine(prompt, label)
+
+    @model_validator(mode="after")
+    def _source(self) -> "ModelSettings":
+        if self.path is None and self.tiny is None and self.kind != "encoder":
+            raise ValueError("set model.path (a local folder or hub id) or model.tiny")
+        if self.path is not None and self.tiny is not None:
+            raise ValueError("set only one of model.path and model.tiny")
+        return self
+
+
+class DataSettings(_Strict):
+    benchmark: Literal["standard", "long", "superni", "custom", "biography"] = "standard"
+    data_dir: str | None = None
+    order: int | None = None
+    tasks: list[str] | None = None
+    n_train: int | None = 1000
+    n_test: int | None = None
+    biography: dict[str, Any] = {}   # BiographySettings fields, validated by data.biography
+
+
+class TaskOverride(_Strict):
+    """Per-task changes to the training schedule (e.g. more epochs for a task that must memorise facts)."""
+    epochs: float | None = None
+    max_steps: int | None = None
+    lr: float | None = None
+
+
+class TrainSettings(_Strict):
+    epochs: float = 1.0
+    max_steps: int | None = None     # per task; overrides epochs
+    batch_size: int = 8
+    eval_batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_ratio: float = 0.0
+    grad_accum: int = 1
+    max_grad_norm: float | None = 1.0
+    num_threads: int | None = 2
+    eval_max_examples: int | None = None   # cap on test examples per evaluation (None: all)
+    per_task: dict[str, TaskOverride] = {}  # task name -> overrides
+
+    def for_task(self, name: str) -> "TrainSettings":
+        o = self.per_task.get(name)
+        if o is None:
+            return self
+        changes = {k: v for k, v in o.model_dump().items() if v is not None}
+        if "epochs" in changes and "max_steps" not in changes:
+            changes["max_steps"] = None
+        return self.model_copy(update=changes)
+
+    @field_validator("batch_size", "grad_accum", "eval_batch_size")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+
+class MethodSettings(_Strict):
+    name: str = "seq"
+    params: dict[str, Any] = {}
+
+
+class ExperimentConfig(_Strict):
+    """One run: a model, a task sequence, a training schedule and a method."""
+    name: str = "experiment"
+    seed: int = 0
+    model: ModelSettings
+    data: DataSettings = DataSettings()
+    training: TrainSettings = TrainSettings()
+    method: MethodSettings = MethodSettings()
+    # Language-model pre-training of a tiny model on the benchmark's corpus (Biography), cached by config.
+    pretrain: TrainSettings | None = None
+    # Task-0 evaluations during later tasks (the "spurious forgetting curve"), at these steps of each task.
+    curve_steps: list[int] = []
+    log_every: int = 10
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ExperimentConfig":
+        if self.data.benchmark == "biography" and self.model.kind != "causal":
+            raise ValueError("model.kind: the biography benchmark needs a causal LM")
+        if self.data.benchmark in ("standard", "long", "superni", "custom") and not self.data.data_dir:
+            raise ValueError(f"data.data_dir: benchmark {self.data.benchmark!r} needs a data folder")
+        if self.pretrain is not None and self.model.tiny is None:
+            raise ValueError("pretrain: pre-training from scratch needs model.tiny")
+        return self
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{source}: {key}: {first['msg']}{more}"
+
+
+def parse_config(data: dict, source: str = "config") -> ExperimentConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML file; ``overrides`` are ``key.sub=value`` strings (value parsed as YAML)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: malformed YAML: {str(e).splitlines()[0]}") from None
+    for item in overrides or []:
+        apply_override(data, item)
+    return parse_config(data, str(path))
+
+
+def apply_override(data: dict, item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value")
+    key, value = item.split("=", 1)
+    node = data
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {p} is not a mapping")
+    node[parts[-1]] = yaml.safe_load(value)
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

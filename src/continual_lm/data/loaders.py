@@ -1,0 +1,230 @@
+"""Readers for the three on-disk task formats.
+
+1. O-LoRA ``CL_Benchmark`` folders (``train.json``/``test.json``/``labels.json`` + ``instruction_config.json``).
+2. SuperNI task files (``Definition`` + ``Instances`` of ``{id, input, output}``).
+3. Generic instruction files (JSON list or JSONL of ``{prompt, answer}``, ``{input, output}`` or
+   ``{instruction, input, output}``).
+
+Every error names the file and, where there is one, the record index.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+
+from ..errors import DataError
+from .task import Example, Task
+
+log = logging.getLogger(__name__)
+
+# Task folder name -> key of instruction_config.json (O-LoRA's grouping).
+INSTRUCTION_KEY = {
+    "agnews": "TC", "dbpedia": "TC", "yahoo": "TC",
+    "amazon": "SC", "yelp": "SC", "SST-2": "SC", "IMDB": "SC",
+    "MNLI": "NLI", "RTE": "NLI", "CB": "NLI",
+    "QQP": "QQP", "BoolQA": "BoolQA", "MultiRC": "MultiRC", "WiC": "WiC",
+    "COPA": None,
+}
+NO_GOLD_LABEL = "-"  # MNLI records without a gold label
+
+
+def read_json(path: Path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+
+
+def read_records(path: Path) -> list:
+    """A JSON list, or JSON Lines (one object per line)."""
+    if path.suffix == ".jsonl":
+        records = []
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise DataError(f"{path}: file not found") from None
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}: malformed JSON on line {lineno}: {e.msg}") from None
+        return records
+    data = read_json(path)
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+    return data
+
+
+def subsample(items: list, n: int | None, seed: int, salt: str) -> list:
+    """A seeded, stable sample: the same (seed, salt, n) always gives the same items in the same order."""
+    if n is None or n >= len(items):
+        return list(items)
+    rng = random.Random(f"{seed}:{salt}")
+    return [items[i] for i in sorted(rng.sample(range(len(items)), n))]
+
+
+def _require_nonempty(examples: list, path: Path) -> list:
+    if not examples:
+        raise DataError(f"{path}: empty split (no usable records)")
+    return examples
+
+
+# --------------------------------------------------------------------------- O-LoRA CL_Benchmark
+
+def cl_benchmark_prompt(instruction: str, labels: tuple[str, ...] | None, sentence: str) -> str:
+    """The prompt of the O-LoRA papers; COPA (no instruction) is the sentence plus ``\\nAnswer:``."""
+    if not instruction:
+        return sentence + "\nAnswer:"
+    return instruction + "Option: " + ", ".join(labels or ()) + " \n" + sentence + "\nAnswer:"
+
+
+def load_cl_benchmark_task(task_dir: str | Path, n_train: int | None = None, n_test: int | None = None,
+                           seed: int = 0) -> Task:
+    task_dir = Path(task_dir)
+    name = task_dir.name
+    if not task_dir.is_dir():
+        raise DataError(f"{task_dir}: task folder not found")
+    labels_path = task_dir / "labels.json"
+    labels = read_json(labels_path)
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise DataError(f"{labels_path}: expected a non-empty JSON list of label strings")
+    labels_t = tuple(labels)
+    instruction = _cl_instruction(task_dir, name)
+
+    def split(fname: str, n: int | None) -> list[Example]:
+        path = task_dir / fname
+        records = read_records(path)
+        examples, skipped = [], 0
+        for i, rec in enumerate(records):
+            if not isinstance(rec, dict) or "sentence" not in rec or "label" not in rec:
+                raise DataError(f"{path}: record {i}: expected an object with 'label' and 'sentence'")
+            label = rec["label"]
+            if label == NO_GOLD_LABEL and NO_GOLD_LABEL not in labels_t:
+                skipped += 1
+                continue
+            if label not in labels_t:
+                raise DataError(f"{path}: record {i}: label {label!r} is not in {labels_path.name} {list(labels_t)}")
+            examples.append(Example(cl_benchmark_prompt(instruction, labels_t, rec["sentence"]), label, name, labels_t))
+        if skipped:
+            log.info("%s: skipped %d records labelled %r (no gold label)", path, skipped, NO_GOLD_LABEL)
+        _require_nonempty(examples, path)
+        return subsample(examples, n, seed, f"{name}/{fname}")
+
+    return Task(name, split("train.json", n_train), split("test.json", n_test), "exact_match", labels_t, instruction)
+
+
+def _cl_instruction(task_dir: Path, name: str) -> str:
+    """Instruction from ``instruction_config.json`` beside the task folders (or inside it)."""
+    key = INSTRUCTION_KEY.get(name, "__unknown__")
+    if key is None:
+        return ""
+    for cfg_path in (task_dir / "instruction_config.json", task_dir.parent / "instruction_config.json"):
+        if cfg_path.exists():
+            cfg = read_json(cfg_path)
+            if key == "__unknown__":
+                raise DataError(f"{task_dir}: no instruction type is known for task {name!r}; "
+                                f"known: {sorted(INSTRUCTION_KEY)}")
+            if key not in cfg or not cfg[key] or "instruction" not in cfg[key][0]:
+                raise DataError(f"{cfg_path}: missing instruction for key {key!r} (task {name})")
+            return cfg[key][0]["instruction"]
+    raise DataError(f"{task_dir}: instruction_config.json not found in the task folder or its parent")
+
+
+# --------------------------------------------------------------------------- SuperNI
+
+CLASSIFICATION_HINTS = ("classification",)  # SuperNI tasks named *_classification have fixed labels
+
+
+def load_superni_task(task_dir: str | Path, n_train: int | None = None, n_test: int | None = None,
+                      seed: int = 0) -> Task:
+    """A SuperNI task folder (``train.json``, ``test.json``; ``dev.json`` is not used)."""
+    task_dir = Path(task_dir)
+    name = task_dir.name
+    metric = "exact_match" if any(h in name for h in CLASSIFICATION_HINTS) else "rouge_l"
+
+    def split(path: Path, n: int | None) -> tuple[list[Example], str]:
+        data = read_json(path)
+        if not isinstance(data, dict) or "Instances" not in data or "Definition" not in data:
+            raise DataError(f"{path}: expected a SuperNI object with 'Definition' and 'Instances'")
+        definition = data["Definition"]
+        definition = definition[0] if isinstance(definition, list) and definition else str(definition)
+        examples, empty = [], 0
+        for i, inst in enumerate(data["Instances"]):
+            if not isinstance(inst, dict) or "input" not in inst or "output" not in inst:
+                raise DataError(f"{path}: instance {i}: expected 'input' and 'output'")
+            outputs = inst["output"] if isinstance(inst["output"], list) else [inst["output"]]
+            outputs = tuple(str(o) for o in outputs if str(o).strip())
+            if not outputs:  # an empty reference cannot be scored (one such instance in the real task511 data)
+                empty += 1
+                continue
+            prompt = f"Definition: {definition}\n\nInput: {inst['input']}\nOutput:"
+            examples.append(Example(prompt, outputs[0], name, None, outputs))
+        if empty:
+            log.info("%s: skipped %d instances with an empty output", path, empty)
+        _require_nonempty(examples, path)
+        return subsample(examples, n, seed, f"{name}/{path.name}"), definition
+
+    if not task_dir.is_dir():
+        raise DataError(f"{task_dir}: SuperNI task folder not found (expected train.json and test.json in it)")
+    train, definition = split(task_dir / "train.json", n_train)
+    test, _ = split(task_dir / "test.json", n_test)
+    return Task(name, train, test, metric, None, definition)
+
+
+# --------------------------------------------------------------------------- generic instruction files
+
+def _generic_pair(rec, path: Path, i: int) -> tuple[str, str]:
+    if not isinstance(rec, dict):
+        raise DataError(f"{path}: record {i}: expected an object")
+    if "prompt" in rec and "answer" in rec:
+        return str(rec["prompt"]), str(rec["answer"])
+    if "instruction" in rec and "output" in rec:
+        inp = str(rec.get("input", ""))
+        return (str(rec["instruction"]) + ("\n" + inp if inp else "")), str(rec["output"])
+    if "input" in rec and "output" in rec:
+        return str(rec["input"]), str(rec["output"])
+    raise DataError(f"{path}: record {i}: expected keys {{prompt, answer}}, {{input, output}} "
+                    f"or {{instruction, input, output}}, got {sorted(rec)}")
+
+
+def load_instruction_task(train_path: str | Path, test_path: str | Path, name: str | None = None,
+                          metric: str = "exact_match", n_train: int | None = None, n_test: int | None = None,
+                          seed: int = 0) -> Task:
+    train_path, test_path = Path(train_path), Path(test_path)
+    name = name or train_path.parent.name
+
+    def split(path: Path, n: int | None) -> list[Example]:
+        examples = []
+        for i, rec in enumerate(read_records(path)):
+            prompt, answer = _generic_pair(rec, path, i)
+            answers = tuple(str(a) for a in rec["output"]) if isinstance(rec.get("output"), list) else (answer,)
+            examples.append(Example(prompt, answers[0], name, None, answers))
+        _require_nonempty(examples, path)
+        return subsample(examples, n, seed, f"{name}/{path.name}")
+
+    return Task(name, split(train_path, n_train), split(test_path, n_test), metric)  # type: ignore[arg-type]
+
+
+def load_task_dir(task_dir: str | Path, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> Task:
+    """Detect the format of a task folder and load it."""
+    task_dir = Path(task_dir)
+    if not task_dir.exists():
+        raise DataError(f"{task_dir}: task folder not found")
+    if (task_dir / "labels.json").exists():
+        return load_cl_benchmark_task(task_dir, n_train, n_test, seed)
+    train = next((task_dir / f for f in ("train.json", "train.jsonl") if (task_dir / f).exists()), None)
+    test = next((task_dir / f for f in ("test.json", "test.jsonl") if (task_dir / f).exists()), None)
+    if train is None or test is None:
+        raise DataError(f"{task_dir}: expected train.json(l) and test.json(l)")
+    if train.suffix == ".json":
+        head = read_json(train)
+        if isinstance(head, dict) and "Instances" in head:
+            return load_superni_task(task_dir, n_train, n_test, seed)
+    return load_instruction_task(train, test, task_dir.name, "exact_match", n_train, n_test, seed)

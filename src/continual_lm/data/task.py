@@ -1,0 +1,36 @@
+"""The unit of continual learning: a task with train/test examples, a metric and optional label options."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Metric = Literal["exact_match", "rouge_l"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One (prompt, target) pair. ``answers`` holds every acceptable answer (target first)."""
+
+    prompt: str
+    target: str
+    task: str
+    options: tuple[str, ...] | None = None
+    answers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.answers:
+            object.__setattr__(self, "answers", (self.target,))
+
+
+@dataclass
+class Task:
+    name: str
+    train: list[Example]
+    test: list[Example]
+    metric: Metric = "exact_match"
+    options: tuple[str, ...] | None = None
+    instruction: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # keep logs short
+        return f"Task({self.name!r}, train={len(self.train)}, test={len(self.test)}, metric={self.metric})"

@@ -1,0 +1,13 @@
+"""User-facing errors: each carries one line that names the file, record or key at fault."""
+
+
+class ContinualLMError(Exception):
+    """Base class; the CLI prints ``str(error)`` as a single line and exits with status 2."""
+
+
+class DataError(ContinualLMError):
+    """Bad or missing data: malformed JSON, missing field, label outside the label set, empty split."""
+
+
+class ConfigError(ContinualLMError):
+    """An unknown or inconsistent configuration key, method, task or model path."""

@@ -1,0 +1,92 @@
+"""The method interface and its registry.
+
+A method never owns the training loop; the loop (``training/loop.py``) calls these hooks:
+
+    stages(tasks)             which data each training stage uses (default: one stage per task)
+    setup(ctx)                once, before the first evaluation (validate the backbone, add state)
+    before_task(ctx)          at the start of each stage, before the optimiser is built
+    loss(ctx, examples)       the training loss of one micro-batch
+    after_backward(ctx)       once per optimiser step, when the gradients are complete, before clipping
+    after_step(ctx)           after each optimiser step (gradients already zeroed)
+    after_task(ctx)           at the end of each stage, before the evaluation of every task
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from ..data.task import Example, Task
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..training.context import TrainContext
+
+
+@dataclass
+class Stage:
+    """One round of training: a name, the task indices it covers, its examples."""
+    name: str
+    task_indices: list[int]
+    examples: list[Example]
+
+
+class Method:
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    needs_lora: ClassVar[bool] = False
+
+    def __init__(self, **params: Any):
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise ConfigError(f"method.params: unknown key(s) {unknown} for method {self.name!r}; "
+                              f"known: {sorted(self.defaults)}")
+        self.params: dict[str, Any] = {**self.defaults, **params}
+        for key, value in self.params.items():
+            setattr(self, key, value)
+
+    def stages(self, tasks: list[Task]) -> list[Stage]:
+        return [Stage(t.name, [i], t.train) for i, t in enumerate(tasks)]
+
+    def setup(self, ctx: "TrainContext") -> None:
+        if self.needs_lora and ctx.config.model.finetune != "lora":
+            raise ConfigError(f"method {self.name!r} needs LoRA: set model.finetune: lora "
+                              f"(it is {ctx.config.model.finetune!r})")
+
+    def before_task(self, ctx: "TrainContext") -> None:
+        pass
+
+    def loss(self, ctx: "TrainContext", examples: list[Example]) -> torch.Tensor:
+        return ctx.backbone.loss(examples)
+
+    def after_backward(self, ctx: "TrainContext") -> None:
+        pass
+
+    def after_step(self, ctx: "TrainContext") -> None:
+        pass
+
+    def after_task(self, ctx: "TrainContext") -> None:
+        pass
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    if not cls.name or cls.name in METHODS:
+        raise ValueError(f"method class {cls.__name__} needs a unique name (got {cls.name!r})")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def create_method(name: str, params: dict[str, Any] | None = None) -> Method:
+    if name not in METHODS:
+        raise ConfigError(f"method.name: unknown method {name!r}; known: {sorted(METHODS)}")
+    return METHODS[name](**(params or {}))
+
+
+def method_summary(cls: type[Method]) -> str:
+    return cls.description or (inspect.getdoc(cls) or "").splitlines()[0]

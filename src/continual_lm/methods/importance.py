@@ -1,0 +1,75 @@
+"""Parameter importance and masks: the one place these formulas live (Recurrent-KIF, TaSL, VR-MCL, analyses).
+
+- sensitivity       Ī = |θ ⊙ ∇θ L|   (or |∇θ L|)
+- ema               I ← α·I + (1−α)·Ī
+- top_fraction_masks  m = 1 where I is in its top ``fraction`` (threshold = the (1−fraction) quantile),
+                      over all tensors at once (``global``) or per tensor; the threshold comes from
+                      ``kthvalue`` (``torch.quantile`` refuses tensors above ~16.8M elements). Ties at the
+                      threshold are all kept.
+- minmax_normalized   soft masks in [0, 1]
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+Maps = dict[str, torch.Tensor]
+
+
+def sensitivity(param: torch.Tensor, grad: torch.Tensor, kind: str = "weight_grad") -> torch.Tensor:
+    if kind == "weight_grad":
+        return (param.detach() * grad.detach()).abs()
+    if kind == "grad":
+        return grad.detach().abs()
+    raise ValueError(f"unknown importance kind {kind!r} (weight_grad | grad)")
+
+
+def current_sensitivity(params: Mapping[str, torch.nn.Parameter], kind: str = "weight_grad") -> Maps:
+    """Ī for every parameter that has a gradient now (zeros where it has none)."""
+    return {n: sensitivity(p, p.grad, kind) if p.grad is not None else torch.zeros_like(p, requires_grad=False)
+            for n, p in params.items()}
+
+
+def ema_(state: Maps, value: Maps, alpha: float) -> Maps:
+    """In place: state ← α·state + (1−α)·value (a missing entry starts at zero)."""
+    for n, v in value.items():
+        if n not in state:
+            state[n] = torch.zeros_like(v)
+        state[n].mul_(alpha).add_(v, alpha=1 - alpha)
+    return state
+
+
+def kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
+    flat = values.flatten().float()
+    return flat.kthvalue(flat.numel() - k + 1).values
+
+
+def _k(n: int, fraction: float) -> int:
+    return min(n, max(1, round(fraction * n)))
+
+
+def top_fraction_masks(maps: Maps, fraction: float, scope: str = "global") -> Maps:
+    if not 0 < fraction <= 1:
+        raise ValueError(f"top fraction must be in (0, 1], got {fraction}")
+    if scope == "global":
+        flat = torch.cat([m.flatten().float() for m in maps.values()])
+        threshold = kth_largest(flat, _k(flat.numel(), fraction))
+        return {n: m >= threshold for n, m in maps.items()}
+    if scope == "per_tensor":
+        return {n: m >= kth_largest(m, _k(m.numel(), fraction)) for n, m in maps.items()}
+    raise ValueError(f"unknown threshold scope {scope!r} (global | per_tensor)")
+
+
+def minmax_normalized(maps: Maps, scope: str = "global") -> Maps:
+    def norm(m: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        return (m - lo) / (hi - lo) if hi > lo else torch.ones_like(m)
+    if scope == "global":
+        lo = min(m.min() for m in maps.values())
+        hi = max(m.max() for m in maps.values())
+        return {n: norm(m, lo, hi) for n, m in maps.items()}
+    return {n: norm(m, m.min(), m.max()) for n, m in maps.items()}
+
+
+def total(maps: Maps) -> float:
+    return float(sum(m.sum() for m in maps.values()))

@@ -1,0 +1,55 @@
+"""Human-readable views of a run: the accuracy-matrix table (markdown/console) and its heat map."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _fmt(x: float | None) -> str:
+    return "–" if x is None else f"{x:.1f}"
+
+
+def matrix_table(tasks: list[str], stages: list[str], acc_matrix: list[list[float]], initial: list[float]) -> str:
+    lines = ["| after \\ on | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|",
+             "| (initial) | " + " | ".join(_fmt(x) for x in initial) + " |"]
+    lines += [f"| {s} | " + " | ".join(_fmt(x) for x in row) + " |" for s, row in zip(stages, acc_matrix)]
+    return "\n".join(lines)
+
+
+def run_report(name: str, method: str, metrics: dict) -> str:
+    return "\n".join([
+        f"# {name} — {method}", "",
+        f"OP **{_fmt(metrics['op'])}** · BWT **{_fmt(metrics['bwt'])}** · FWT **{_fmt(metrics['fwt'])}** · "
+        f"{metrics['seconds']:.0f} s", "",
+        "Accuracy matrix (%): row = after training on that stage, column = evaluated task.", "",
+        matrix_table(metrics["tasks"], metrics["stages"], metrics["acc_matrix"], metrics["initial"]), "",
+    ])
+
+
+def comparison_table(rows: list[dict]) -> str:
+    """rows: {"run", "method", "op", "bwt", "fwt", "seconds"} -> a markdown table."""
+    out = ["| run | method | OP | BWT | FWT | seconds |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['run']} | {r['method']} | {_fmt(r['op'])} | {_fmt(r['bwt'])} | {_fmt(r['fwt'])} | "
+                   f"{r['seconds']:.0f} |")
+    return "\n".join(out)
+
+
+def plot_matrix(path: Path, tasks: list[str], stages: list[str], acc_matrix: list[list[float]], title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(tasks), 1.0 + 0.6 * len(stages)))
+    im = ax.imshow(acc_matrix, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right")
+    ax.set_yticks(range(len(stages)), stages)
+    ax.set_xlabel("evaluated task")
+    ax.set_ylabel("after training on")
+    for i, row in enumerate(acc_matrix):
+        for j, v in enumerate(row):
+            ax.text(j, i, f"{v:.0f}", ha="center", va="center", color="w" if v < 60 else "k", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,153 @@
+"""The training loop: one per run, readable top to bottom. Methods hook into it; they never fork it."""
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from ..config import ExperimentConfig, TrainSettings
+from ..data.task import Example, Task
+from ..errors import DataError
+from ..evaluation.evaluate import evaluate_task
+from ..evaluation.metrics import summarize
+from ..methods import Method, create_method
+from ..models.backbone import Backbone
+from .context import TrainContext
+
+
+@dataclass
+class RunResult:
+    tasks: list[str]
+    stages: list[str]
+    acc_matrix: list[list[float]]
+    initial: list[float]
+    op: float | None
+    bwt: float | None
+    fwt: float | None
+    seconds: float
+    curve: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> {step: score on task 0}
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_accelerator() -> Accelerator:
+    # Frozen parameters (freeze, per-task adapters) leave DDP with unused parameters.
+    return Accelerator(cpu=not torch.cuda.is_available(),
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
+def batches(examples: list[Example], batch_size: int, seed: int, accelerator: Accelerator) -> Iterator[list[Example]]:
+    """Endless seeded epochs of shuffled batches; each process takes its slice of the global batch."""
+    world, rank = accelerator.num_processes, accelerator.process_index
+    global_bs = batch_size * world
+    epoch = 0
+    while True:
+        order = list(range(len(examples)))
+        random.Random(f"{seed}:{epoch}").shuffle(order)
+        for start in range(0, len(order) - world + 1, global_bs):
+            chunk = order[start:start + global_bs]
+            yield [examples[i] for i in chunk[rank::world]]
+        epoch += 1
+
+
+def steps_for(t: TrainSettings, n_examples: int, world: int) -> int:
+    if t.max_steps is not None:
+        return t.max_steps
+    return max(1, math.ceil(t.epochs * n_examples / (t.batch_size * t.grad_accum * world)))
+
+
+def evaluate_all(backbone: Backbone, tasks: list[Task], cfg: ExperimentConfig) -> list[float]:
+    t = cfg.training
+    return [evaluate_task(backbone, task, t.eval_batch_size, t.eval_max_examples).score for task in tasks]
+
+
+def train_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone, method: Method | None = None,
+                   log=lambda record: None, accelerator: Accelerator | None = None,
+                   evaluate: bool = True) -> RunResult:
+    """Train ``backbone`` on ``tasks`` in order with ``method``; evaluate every task after each stage.
+
+    ``evaluate=False`` (language-model pre-training) skips every evaluation and returns no metrics."""
+    started = time.time()
+    seed_everything(cfg.seed)
+    accelerator = accelerator or make_accelerator()
+    method = method or create_method(cfg.method.name, cfg.method.params)
+    backbone.forward_model = accelerator.prepare(backbone.model)
+    ctx = TrainContext(cfg, backbone, accelerator, tasks, log, random.Random(f"{cfg.seed}:method"))
+    method.setup(ctx)
+    show = accelerator.is_main_process
+
+    initial = evaluate_all(backbone, tasks, cfg) if evaluate else []
+    log({"event": "initial", "scores": dict(zip([t.name for t in tasks], initial))})
+    acc_matrix: list[list[float]] = []
+    curve: dict[str, dict[str, float]] = {}
+    stages = method.stages(tasks)
+    for stage_index, stage in enumerate(stages):
+        if not stage.examples:
+            raise DataError(f"stage {stage.name!r}: no training examples")
+        ctx.task_index, ctx.stage_task_indices, ctx.step = stage_index, stage.task_indices, 0
+        method.before_task(ctx)
+        train = cfg.training.for_task(stage.name)
+        params = [p for p in backbone.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+        ctx.optimizer = accelerator.prepare(optimizer)
+        ctx.total_steps = steps_for(train, len(stage.examples), accelerator.num_processes)
+        scheduler = get_scheduler(train.schedule, ctx.optimizer, num_warmup_steps=int(train.warmup_ratio * ctx.total_steps),
+                                  num_training_steps=ctx.total_steps)
+        data = batches(stage.examples, train.batch_size, cfg.seed * 1000 + stage_index, accelerator)
+        # The "spurious forgetting curve": the first task's score at chosen steps of later stages.
+        watch = evaluate and stage_index > 0 and bool(cfg.curve_steps)
+        points: dict[str, float] = {}
+        backbone.model.train()
+        bar = tqdm(range(ctx.total_steps), desc=f"[{stage_index + 1}/{len(stages)}] {stage.name}", disable=not show,
+                   mininterval=1.0, leave=False)
+        for step in bar:
+            if watch and step in cfg.curve_steps:
+                points[str(step)] = evaluate_all(backbone, tasks[:1], cfg)[0]
+            total = 0.0
+            for _ in range(train.grad_accum):
+                loss = method.loss(ctx, next(data)) / train.grad_accum
+                accelerator.backward(loss)
+                total += loss.item()
+            method.after_backward(ctx)
+            if train.max_grad_norm:
+                accelerator.clip_grad_norm_(params, train.max_grad_norm)
+            ctx.optimizer.step()
+            scheduler.step()
+            ctx.optimizer.zero_grad(set_to_none=True)
+            ctx.step += 1
+            ctx.global_step += 1
+            method.after_step(ctx)
+            if step % cfg.log_every == 0 or step == ctx.total_steps - 1:
+                log({"event": "train", "stage": stage.name, "step": step, "loss": round(total, 5)})
+                bar.set_postfix(loss=f"{total:.3f}")
+        bar.close()
+        method.after_task(ctx)
+        if watch:
+            points["end"] = evaluate_all(backbone, tasks[:1], cfg)[0]
+            curve[stage.name] = points
+        if not evaluate:
+            continue
+        row = evaluate_all(backbone, tasks, cfg)
+        acc_matrix.append(row)
+        log({"event": "eval", "stage": stage.name, "scores": dict(zip([t.name for t in tasks], row))})
+        if show:
+            tqdm.write(f"after {stage.name}: " + "  ".join(f"{t.name}={s:.1f}" for t, s in zip(tasks, row)))
+
+    metrics = summarize(acc_matrix, initial) if evaluate else {"op": None, "bwt": None, "fwt": None}
+    return RunResult([t.name for t in tasks], [s.name for s in stages], acc_matrix, initial, metrics["op"],  # type: ignore[arg-type]
+                     metrics["bwt"], metrics["fwt"], round(time.time() - started, 2), curve)
+

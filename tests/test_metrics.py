@@ -1,0 +1,48 @@
+import pytest
+
+from continual_lm.evaluation.metrics import (backward_transfer, exact_match, forward_transfer, normalize_answer,
+                                             overall_performance, rouge_l, score, summarize)
+
+MATRIX = [[80.0, 10.0, 5.0],
+          [60.0, 90.0, 20.0],
+          [50.0, 70.0, 85.0]]
+INITIAL = [0.0, 4.0, 15.0]
+
+
+def test_op_bwt_fwt_hand_computed():
+    assert overall_performance(MATRIX) == pytest.approx((50 + 70 + 85) / 3)
+    # BWT: ((50-80) + (70-90)) / 2 = -25
+    assert backward_transfer(MATRIX) == pytest.approx(-25.0)
+    # FWT: ((10-4) + (20-15)) / 2 = 5.5
+    assert forward_transfer(MATRIX, INITIAL) == pytest.approx(5.5)
+    assert summarize(MATRIX, INITIAL) == pytest.approx({"op": 205 / 3, "bwt": -25.0, "fwt": 5.5})
+
+
+def test_single_stage_matrix_has_no_bwt_fwt():
+    assert backward_transfer([[70.0, 30.0]]) is None
+    assert forward_transfer([[70.0, 30.0]], [0.0, 0.0]) is None
+    assert overall_performance([[70.0, 30.0]]) == 50.0
+
+
+def test_exact_match_normalises():
+    assert normalize_answer("  The  Boston!! ") == "boston"
+    assert exact_match("October 2 , 1996", ["October 2, 1996"]) == 100.0
+    assert exact_match("world", ["World"]) == 100.0
+    assert exact_match("sports", ["World"]) == 0.0
+    assert exact_match("b", ["a", "b"]) == 100.0
+
+
+def test_rouge_l_hand_computed():
+    # LCS("the cat sat on mat", "cat sat on the mat") after dropping articles: [cat sat on mat] vs [cat sat on mat]
+    assert rouge_l("the cat sat on mat", ["cat sat on the mat"]) == pytest.approx(100.0)
+    # pred "x y z w" vs ref "x z v": LCS = 2 (x z); P = 2/4, R = 2/3, F = 2PR/(P+R) = 4/7
+    assert rouge_l("x y z w", ["x z v"]) == pytest.approx(100 * 4 / 7)
+    assert rouge_l("", ["x"]) == 0.0
+    assert score("rouge_l", ["x y z w", "q"], [["x z v"], ["q"]]) == pytest.approx((100 * 4 / 7 + 100) / 2)
+
+
+def test_score_rejects_mismatch_and_empty():
+    with pytest.raises(ValueError):
+        score("exact_match", ["a"], [])
+    with pytest.raises(ValueError):
+        score("exact_match", [], [])

@@ -1,0 +1,112 @@
+import json
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from continual_lm.config import parse_config
+from continual_lm.errors import ConfigError
+from continual_lm.experiments.runner import build_tasks, prepare_backbone, run_experiment
+from continual_lm.methods import create_method
+from continual_lm.methods.memory import ReplayMemory, class_balanced_sample
+from continual_lm.data.task import Example, Task
+from continual_lm.training.loop import make_accelerator, train_sequence
+
+
+@pytest.mark.parametrize("arch,kind,finetune", [("gpt", "causal", "lora"), ("llama", "causal", "full"),
+                                                 ("t5", "seq2seq", "lora"), ("bert", "encoder", "lora")])
+def test_end_to_end_writes_a_complete_run_folder(cl_root, tmp_path, arch, kind, finetune):
+    cfg = parse_config(tiny_config(cl_root, arch, kind, finetune))
+    result, folder = run_experiment(cfg, tmp_path / "run")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["tasks"] == ["agnews", "amazon"]
+    assert len(metrics["acc_matrix"]) == 2 and all(len(r) == 2 for r in metrics["acc_matrix"])
+    assert set(metrics) >= {"tasks", "acc_matrix", "initial", "op", "bwt", "fwt", "seconds"}
+    a = metrics["acc_matrix"]
+    assert metrics["op"] == pytest.approx((a[1][0] + a[1][1]) / 2)
+    assert metrics["bwt"] == pytest.approx(a[1][0] - a[0][0])
+    assert metrics["fwt"] == pytest.approx(a[0][1] - metrics["initial"][1])
+    for name in ("config.yaml", "log.jsonl", "report.md", "acc_matrix.png"):
+        assert (folder / name).stat().st_size > 0
+    assert "| amazon |" in (folder / "report.md").read_text()
+    events = [json.loads(line)["event"] for line in (folder / "log.jsonl").read_text().splitlines()]
+    assert events[0] == "initial" and events.count("eval") == 2
+
+
+def test_encoder_learns_the_toy_task(cl_root, tmp_path):
+    """Label scoring with a tiny BERT: the toy sentences name their label, so training must beat chance."""
+    cfg = parse_config(tiny_config(cl_root, "bert", "encoder", "full", max_steps=40, lr=3e-3))
+    result, _ = run_experiment(cfg, tmp_path / "run")
+    assert result.acc_matrix[0][0] >= 75.0
+
+
+def test_same_seed_same_run_different_seed_different_init(cl_root, tmp_path):
+    def params_after(seed):
+        cfg = parse_config({**tiny_config(cl_root, "gpt", "causal", "full"), "seed": seed})
+        tasks, world = build_tasks(cfg)
+        acc = make_accelerator()
+        backbone = prepare_backbone(cfg, tasks, world, acc)
+        result = train_sequence(cfg, tasks, backbone, None, accelerator=acc)
+        return result.acc_matrix, torch.cat([p.detach().flatten() for p in backbone.model.parameters()])
+    m1, p1 = params_after(0)
+    m2, p2 = params_after(0)
+    _, p3 = params_after(1)
+    assert m1 == m2 and torch.equal(p1, p2)
+    assert not torch.equal(p1, p3)
+
+
+def test_finished_run_is_never_overwritten(cl_root, tmp_path):
+    cfg = parse_config(tiny_config(cl_root, max_steps=1))
+    _, folder = run_experiment(cfg, tmp_path / "run")
+    before = (folder / "metrics.json").read_bytes()
+    with pytest.raises(ConfigError, match="holds a finished run"):
+        run_experiment(cfg, folder)
+    assert (folder / "metrics.json").read_bytes() == before
+
+
+def test_mtl_is_one_joint_stage(cl_root, tmp_path):
+    cfg = parse_config(tiny_config(cl_root, method="mtl", max_steps=3))
+    result, _ = run_experiment(cfg, tmp_path / "run")
+    assert result.stages == ["mtl"] and len(result.acc_matrix) == 1 and len(result.acc_matrix[0]) == 2
+    assert result.bwt is None and result.fwt is None
+
+
+def test_freeze_keeps_bottom_layers_and_embeddings_fixed(cl_root):
+    cfg = parse_config(tiny_config(cl_root, "gpt", "causal", "full", method="freeze"))
+    tasks, world = build_tasks(cfg)
+    acc = make_accelerator()
+    backbone = prepare_backbone(cfg, tasks, world, acc)
+    bottom = backbone.transformer_layers()[0]
+    top = backbone.transformer_layers()[1]
+    snapshots = {}
+
+    class Spy(type(create_method("freeze"))):
+        def after_task(self, ctx):
+            snapshots[ctx.task_index] = ([p.detach().clone() for p in bottom.parameters()],
+                                         [p.detach().clone() for p in top.parameters()],
+                                         backbone.input_embeddings().weight.detach().clone())
+
+    train_sequence(cfg, tasks, backbone, Spy(), accelerator=acc)
+    b0, t0, e0 = snapshots[0]
+    b1, t1, e1 = snapshots[1]
+    assert all(torch.equal(x, y) for x, y in zip(b0, b1)) and torch.equal(e0, e1)
+    assert any(not torch.equal(x, y) for x, y in zip(t0, t1))
+
+
+def test_replay_memory_is_class_balanced_and_seeded():
+    train = [Example(f"p{i}", ["A", "B", "C", "D"][i % 4] if i < 80 else "A", "t", ("A", "B", "C", "D"))
+             for i in range(100)]
+    task = Task("t", train, train[:1], options=("A", "B", "C", "D"))
+    chosen = class_balanced_sample(task, 8, seed=0)
+    assert sorted(ex.target for ex in chosen) == ["A", "A", "B", "B", "C", "C", "D", "D"]
+    assert chosen == class_balanced_sample(task, 8, seed=0)
+    memory = ReplayMemory(0.02)
+    memory.add_task(task)
+    assert len(memory) == 2  # 2% of 100
+
+
+def test_unknown_method_and_lora_only_config_errors(cl_root, tmp_path):
+    with pytest.raises(ConfigError, match=r"method.name: unknown method 'nope'"):
+        run_experiment(parse_config(tiny_config(cl_root, method="nope")), tmp_path / "a")
+    with pytest.raises(ConfigError, match="unknown key"):
+        create_method("replay", {"memory_fractoin": 0.1})
