@@ -1,0 +1,62 @@
+import json
+import subprocess
+import sys
+
+import yaml
+from conftest import tiny_config
+
+from continual_lm.cli import main
+from continual_lm.methods import METHODS
+
+
+def test_list_shows_every_method(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert all(line.split()[0] in METHODS for line in out.strip().splitlines())
+    assert {line.split()[0] for line in out.strip().splitlines()} == set(METHODS)
+
+
+def test_run_config_and_compare(cl_root, tmp_path, capsys):
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config(cl_root, max_steps=2)))
+    assert main(["run", "--config", str(cfg_path), "--out", str(tmp_path / "r1")]) == 0
+    assert main(["run", "--config", str(cfg_path), "--out", str(tmp_path / "r2"), "--set", "method.name=replay"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "r1"), str(tmp_path / "r2")]) == 0
+    out = capsys.readouterr().out
+    op = json.loads((tmp_path / "r2" / "metrics.json").read_text())["op"]
+    assert "| r2 | replay | " + f"{op:.1f}" in out and "| r1 | seq |" in out
+
+
+def test_bad_input_is_one_line_error(cl_root, tmp_path):
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config(cl_root, method="nonexistent")))
+    for argv, expected in [
+        (["run", "--config", str(cfg_path), "--out", str(tmp_path / "x")], "method.name: unknown method 'nonexistent'"),
+        (["run", "--config", str(tmp_path / "missing.yaml")], "missing.yaml: config file not found"),
+        (["run", "--config", str(cfg_path), "--set", "training.batch_size=0"], "training.batch_size"),
+        (["run", "--config", str(cfg_path), "--set", "model.path=/no/such/model", "--set", "model.tiny=null",
+          "--set", "method.name=seq", "--out", str(tmp_path / "y")],
+         "model.path: /no/such/model does not exist"),
+        (["compare", str(tmp_path)], "not a finished run"),
+    ]:
+        proc = subprocess.run([sys.executable, "-m", "continual_lm.cli", *argv], capture_output=True, text=True)
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], proc.stderr
+
+
+def test_malformed_yaml_and_unknown_key(tmp_path):
+    from continual_lm.config import load_config
+    from continual_lm.errors import ConfigError
+    import pytest
+    p = tmp_path / "bad.yaml"
+    p.write_text("model: [unclosed")
+    with pytest.raises(ConfigError, match="bad.yaml: malformed YAML"):
+        load_config(p)
+    p.write_text(yaml.safe_dump({"model": {"kind": "causal", "tiny": {}}, "trainin": {}}))
+    with pytest.raises(ConfigError, match="bad.yaml: trainin: Extra inputs are not permitted"):
+        load_config(p)
+    p.write_text(yaml.safe_dump({"model": {"kind": "encoder", "tiny": {"arch": "bert"}}, "data": {"benchmark": "biography"}}))
+    with pytest.raises(ConfigError, match="biography benchmark needs a causal LM"):
+        load_config(p)
