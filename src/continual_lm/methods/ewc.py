@@ -1,0 +1,50 @@
+"""EWC (Kirkpatrick et al., "Overcoming catastrophic forgetting in neural networks", PNAS 2017), online form.
+
+After each task: the diagonal empirical Fisher F = E[(∂L/∂θ)²] over the task's training batches, accumulated
+across tasks (F ← γ·F + F_task; γ = 1 sums them), and the anchor θ* = the weights at the task's end.
+During later tasks the loss gets the penalty  λ/2 · Σ F ⊙ (θ − θ*)²,  whose gradient is λ·F ⊙ (θ − θ*)."""
+from __future__ import annotations
+
+import torch
+
+from .base import Method, register
+
+
+def ewc_penalty(params: dict[str, torch.Tensor], fisher: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor],
+                lam: float) -> torch.Tensor:
+    return 0.5 * lam * sum((fisher[n] * (p - anchor[n]).pow(2)).sum() for n, p in params.items() if n in fisher)
+
+
+@register
+class EWC(Method):
+    name = "ewc"
+    description = "EWC (Kirkpatrick et al., 2017): online diagonal-Fisher penalty λ/2 Σ F (θ − θ*)²."
+    defaults = {"lambda_ewc": 1000.0, "gamma": 1.0, "fisher_batches": 16}
+
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        self.fisher: dict[str, torch.Tensor] = {}
+        self.anchor: dict[str, torch.Tensor] = {}
+
+    def loss(self, ctx, examples) -> torch.Tensor:
+        loss = ctx.backbone.loss(examples)
+        if self.fisher:
+            loss = loss + ewc_penalty(ctx.backbone.trainable_parameters(), self.fisher, self.anchor, self.lambda_ewc)
+        return loss
+
+    def after_task(self, ctx) -> None:
+        params = ctx.backbone.trainable_parameters()
+        task_fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+        examples = ctx.task.train
+        bs = ctx.config.training.batch_size
+        starts = list(range(0, len(examples), bs))[: int(self.fisher_batches)]
+        for start in starts:
+            ctx.backbone.model.zero_grad(set_to_none=True)
+            ctx.backbone.loss(examples[start:start + bs]).backward()
+            for n, p in params.items():
+                if p.grad is not None:
+                    task_fisher[n] += p.grad.detach().pow(2) / len(starts)
+        ctx.backbone.model.zero_grad(set_to_none=True)
+        for n, f in task_fisher.items():
+            self.fisher[n] = self.gamma * self.fisher[n] + f if n in self.fisher else f
+        self.anchor = {n: p.detach().clone() for n, p in params.items()}

@@ -1,0 +1,163 @@
+"""Each baseline's defining computation on a toy model, plus an end-to-end run on the smoke setting."""
+import random
+
+import pytest
+import torch
+from conftest import tiny_config
+from torch import nn
+
+from continual_lm.config import parse_config
+from continual_lm.data.task import Example, Task
+from continual_lm.errors import ConfigError
+from continual_lm.experiments.runner import build_tasks, prepare_backbone, run_experiment
+from continual_lm.methods import create_method
+from continual_lm.methods.ewc import ewc_penalty
+from continual_lm.methods.migu import unit_masks
+from continual_lm.methods.o_lora import orthogonality_loss
+from continual_lm.methods.tasl import consolidate, pool_units
+from continual_lm.models.adapters import adapter_names
+from continual_lm.training.context import TrainContext
+from continual_lm.training.loop import make_accelerator, train_sequence
+
+T = torch.tensor
+
+
+class ToyBackbone:
+    """y = w·x with squared error; an example's prompt holds x ("1 2"), its target y."""
+
+    def __init__(self, w):
+        self.model = nn.Linear(len(w), 1, bias=False)
+        with torch.no_grad():
+            self.model.weight.copy_(T([w]))
+
+    def trainable_parameters(self):
+        return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def loss(self, examples):
+        x = T([[float(v) for v in ex.prompt.split()] for ex in examples])
+        y = T([float(ex.target) for ex in examples])
+        return (self.model(x).squeeze(-1) - y).pow(2).mean()
+
+
+def toy_ctx(backbone, task, batch_size=1):
+    cfg = parse_config({"model": {"kind": "causal", "tiny": {}}, "data": {"benchmark": "biography"},
+                        "training": {"batch_size": batch_size, "lr": 0.1}})
+    ctx = TrainContext(cfg, backbone, make_accelerator(), [task], lambda r: None, random.Random(0))
+    ctx.task_index, ctx.stage_task_indices = 0, [0]
+    return ctx
+
+
+def test_ewc_fisher_hand_computed_and_penalty_gradient():
+    # w = [1, 1]; examples x=(1,0),y=0 → grad 2(w·x−y)x = (2, 0); x=(0,2),y=1 → 2·(2−1)·(0,2) = (0, 4)
+    task = Task("t", [Example("1 0", "0", "t"), Example("0 2", "1", "t")], [])
+    backbone = ToyBackbone([1.0, 1.0])
+    ewc = create_method("ewc", {"lambda_ewc": 3.0, "gamma": 0.5})
+    ctx = toy_ctx(backbone, task)
+    ewc.setup(ctx)
+    ewc.after_task(ctx)
+    assert torch.allclose(ewc.fisher["weight"], T([[(4 + 0) / 2, (0 + 16) / 2]]))  # mean of squared grads
+    assert torch.equal(ewc.anchor["weight"], T([[1.0, 1.0]]))
+    ewc.after_task(ctx)  # online: F ← γ·F + F_task
+    assert torch.allclose(ewc.fisher["weight"], T([[0.5 * 2 + 2, 0.5 * 8 + 8]]))
+    # The penalty's gradient is λ·F ⊙ (θ − θ*)
+    with torch.no_grad():
+        backbone.model.weight.copy_(T([[2.0, -1.0]]))
+    backbone.model.zero_grad()
+    ewc_penalty(backbone.trainable_parameters(), ewc.fisher, ewc.anchor, 3.0).backward()
+    expected = 3.0 * ewc.fisher["weight"] * (T([[2.0, -1.0]]) - T([[1.0, 1.0]]))
+    assert torch.allclose(backbone.model.weight.grad, expected)
+
+
+def test_o_lora_orthogonality_loss():
+    a_old = {"layer": T([[1.0, 0.0, 0.0]])}                   # r=1, in=3
+    assert orthogonality_loss([a_old], {"layer": T([[0.0, 2.0, 3.0]])}).item() == 0.0
+    a_new = {"layer": T([[2.0, 1.0, 0.0], [1.0, 0.0, 1.0]])}  # r=2: A_old·A_newᵀ = [[2, 1]] → ‖·‖² = 5
+    assert orthogonality_loss([a_old], a_new).item() == pytest.approx(5.0)
+    a_old2 = {"layer": T([[0.0, 1.0, 1.0]])}                  # [[1, 1]] → 2
+    assert orthogonality_loss([a_old, a_old2], a_new).item() == pytest.approx(7.0)
+
+
+def test_tasl_units_and_consolidation():
+    imp = {"w": T([[1.0, 3.0], [5.0, 7.0]])}
+    assert torch.equal(pool_units(imp, "row")["w"], T([[2.0, 2.0], [6.0, 6.0]]))
+    prev, new = {"w": T([0.0, 0.0, 0.0, 0.0, 0.0])}, {"w": T([10.0, 10.0, 10.0, 10.0, 10.0])}
+    past = {"w": T([9.0, 1.0, 1.0, 3.0, 0.0])}   # top 20% (1 of 5): unit 0
+    cur = {"w": T([1.0, 8.0, 1.0, 1.0, 0.0])}    # top 20%: unit 1
+    out = consolidate(prev, new, past, cur, 0.2)["w"]
+    # unit 0: past only → prev (0); unit 1: new only → new (10); the rest: w = past/(past+cur) on prev
+    assert torch.allclose(out, T([0.0, 10.0, 10 * 0.5, 10 * 0.25, 5.0]))
+
+
+def test_migu_masks_and_gradient_zeroing(cl_root):
+    masks = unit_masks({"l": T([1.0, 4.0, 2.0, 3.0])}, 0.5)
+    assert masks["l"].tolist() == [False, True, False, True]
+    cfg = parse_config(tiny_config(cl_root, "gpt", "causal", "full", method="migu", max_steps=1))
+    tasks, world = build_tasks(cfg)
+    acc = make_accelerator()
+    backbone = prepare_backbone(cfg, tasks, world, acc)
+    migu = create_method("migu", {"ratio": 0.25})
+    ctx = TrainContext(cfg, backbone, acc, tasks, lambda r: None, random.Random(0))
+    migu.setup(ctx)
+    backbone.model.train()
+    backbone.loss(tasks[0].train[:4]).backward()
+    recorded = {n: m.clone() for n, m in migu.magnitudes.items()}
+    migu.after_backward(ctx)
+    layer = "transformer.h.0.mlp.c_fc"
+    keep = unit_masks(recorded, 0.25)[layer]
+    grad = migu.layers[layer].weight.grad  # Conv1D: (in, out), output units on dim 1
+    assert keep.sum() == keep.numel() // 4
+    assert torch.all(grad[:, ~keep] == 0) and torch.any(grad[:, keep] != 0)
+    assert migu.magnitudes == {}
+
+
+def test_inc_lora_adds_a_frozen_stack_of_adapters(cl_root):
+    cfg = parse_config(tiny_config(cl_root, "gpt", "causal", "lora", method="inc_lora", max_steps=3))
+    tasks, world = build_tasks(cfg)
+    acc = make_accelerator()
+    backbone = prepare_backbone(cfg, tasks, world, acc)
+    seen = {}
+
+    class Spy(type(create_method("inc_lora"))):
+        def after_task(self, ctx):
+            seen[ctx.task_index] = {n: p.detach().clone() for n, p in ctx.backbone.model.named_parameters() if ".default." in n}
+
+    train_sequence(cfg, tasks, backbone, Spy(), accelerator=acc)
+    assert adapter_names(backbone) == ["default", "task1"]
+    assert all(torch.equal(seen[0][n], seen[1][n]) for n in seen[0])  # task 0's adapter untouched by task 1
+    trainable = [n for n, p in backbone.model.named_parameters() if p.requires_grad]
+    assert trainable and all(".task1." in n for n in trainable)
+    assert set(backbone.model.base_model.active_adapters) == {"default", "task1"}
+
+
+def test_vr_mcl_variance_reduced_estimate(monkeypatch):
+    """ĝ_t = g_t(θ_t) + (1 − r)(ĝ_{t−1} − g_t(θ_{t−1})), with the meta-gradients stubbed."""
+    task = Task("t", [Example("1 0", "0", "t")], [])
+    backbone = ToyBackbone([1.0, 1.0])
+    vr = create_method("vr_mcl", {"momentum_r": 0.25})
+    ctx = toy_ctx(backbone, task)
+    vr.setup(ctx)
+    vr.before_task(ctx)
+    vr.memory.add_task(task)
+    answers = iter([T([[1.0, 2.0]]), T([[3.0, 5.0]]), T([[0.5, 0.5]])])  # g_1(θ_1), g_2(θ_2), g_2(θ_1)
+    monkeypatch.setattr(vr, "_meta_gradient", lambda ctx, at, inner=None: {"weight": next(answers)})
+    vr.loss(ctx, task.train).backward()
+    vr.after_backward(ctx)
+    assert torch.equal(backbone.model.weight.grad, T([[1.0, 2.0]]))  # first estimate: the plain meta-gradient
+    vr.loss(ctx, task.train).backward()
+    vr.after_backward(ctx)
+    expected = T([[3.0, 5.0]]) + 0.75 * (T([[1.0, 2.0]]) - T([[0.5, 0.5]]))
+    assert torch.allclose(backbone.model.weight.grad, expected)
+
+
+def test_lora_only_methods_refuse_full_finetuning(cl_root, tmp_path):
+    for name in ("inc_lora", "o_lora"):
+        cfg = parse_config(tiny_config(cl_root, "gpt", "causal", "full", method=name))
+        with pytest.raises(ConfigError, match=f"method '{name}' needs LoRA: set model.finetune: lora"):
+            run_experiment(cfg, tmp_path / name)
+
+
+@pytest.mark.parametrize("name", ["inc_lora", "ewc", "o_lora", "tasl", "migu", "vr_mcl"])
+def test_baselines_run_end_to_end(cl_root, tmp_path, name):
+    cfg = parse_config(tiny_config(cl_root, "gpt", "causal", "lora", method=name, max_steps=3))
+    result, folder = run_experiment(cfg, tmp_path / name)
+    assert len(result.acc_matrix) == 2 and (folder / "metrics.json").exists()
