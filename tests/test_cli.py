@@ -39,6 +39,8 @@ def test_bad_input_is_one_line_error(cl_root, tmp_path):
           "--set", "method.name=seq", "--out", str(tmp_path / "y")],
          "model.path: /no/such/model does not exist"),
         (["compare", str(tmp_path)], "not a finished run"),
+        (["run", "--config", str(cfg_path), "--set", "method.name=seq", "--set", "method_params={sequ: {}}",
+          "--out", str(tmp_path / "z")], "method_params: unknown method(s) ['sequ']"),
     ]:
         proc = subprocess.run([sys.executable, "-m", "continual_lm.cli", *argv], capture_output=True, text=True)
         assert proc.returncode == 2, proc.stderr

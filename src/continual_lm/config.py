@@ -110,11 +110,17 @@ class ExperimentConfig(_Strict):
     data: DataSettings = DataSettings()
     training: TrainSettings = TrainSettings()
     method: MethodSettings = MethodSettings()
+    # Parameters per method name, used whenever that method runs (method.params take precedence): lets one
+    # config serve a comparison of several methods (``continual-lm run --methods a,b``).
+    method_params: dict[str, dict[str, Any]] = {}
     # Language-model pre-training of a tiny model on the benchmark's corpus (Biography), cached by config.
     pretrain: TrainSettings | None = None
     # Task-0 evaluations during later tasks (the "spurious forgetting curve"), at these steps of each task.
     curve_steps: list[int] = []
     log_every: int = 10
+
+    def resolved_method_params(self) -> dict[str, Any]:
+        return {**self.method_params.get(self.method.name, {}), **self.method.params}
 
     @model_validator(mode="after")
     def _consistent(self) -> "ExperimentConfig":

@@ -14,7 +14,8 @@ from ..config import ExperimentConfig, dump_config
 from ..data.benchmarks import load_benchmark
 from ..data.biography import BiographyWorld, build_world
 from ..data.task import Example, Task
-from ..methods import create_method
+from ..errors import ConfigError
+from ..methods import METHODS, create_method
 from ..methods.seq import Sequential
 from ..models.backbone import Backbone, build_backbone
 from ..reporting.report import plot_matrix, run_report
@@ -79,6 +80,12 @@ def prepare_backbone(cfg: ExperimentConfig, tasks: list[Task], world: BiographyW
     return build_backbone(settings, corpus_of(tasks), cfg.seed, accelerator.device)
 
 
+def check_method_names(cfg: ExperimentConfig) -> None:
+    unknown = sorted(set(cfg.method_params) - set(METHODS))
+    if unknown:
+        raise ConfigError(f"method_params: unknown method(s) {unknown}; known: {sorted(METHODS)}")
+
+
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None) -> tuple[RunResult, Path]:
     """Run one configured experiment and write its run folder. Returns the result and the folder."""
     if cfg.training.num_threads:
@@ -86,7 +93,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None) -> 
     accelerator = make_accelerator()
     folder = RunFolder(out_dir or default_run_dir(cfg.name), enabled=accelerator.is_main_process)
     folder.write_text("config.yaml", dump_config(cfg))
-    method = create_method(cfg.method.name, cfg.method.params)  # fail fast on an unknown method
+    check_method_names(cfg)
+    method = create_method(cfg.method.name, cfg.resolved_method_params())  # fail fast on an unknown method
     tasks, world = build_tasks(cfg)
     backbone = prepare_backbone(cfg, tasks, world, accelerator, folder.log)
     result = train_sequence(cfg, tasks, backbone, method, folder.log, accelerator)

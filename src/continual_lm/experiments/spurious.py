@@ -10,7 +10,7 @@ from ..config import ExperimentConfig, MethodSettings, load_config
 from ..errors import ConfigError
 from ..methods import METHODS
 from ..reporting.run_folder import default_run_dir, write_json
-from .runner import run_experiment
+from .runner import check_method_names, run_experiment
 
 DEFAULT_METHODS = ["seq", "replay", "freeze", "recurrent_kif"]
 
@@ -46,6 +46,7 @@ def run_default_experiment(out_dir: str | Path | None = None, config: Experiment
     if cfg.data.benchmark != "biography":
         raise ConfigError("the default experiment needs data.benchmark: biography")
     methods = methods or DEFAULT_METHODS
+    check_method_names(cfg)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"--methods: unknown method(s) {unknown}; known: {sorted(METHODS)}")

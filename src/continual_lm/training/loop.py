@@ -84,7 +84,7 @@ def train_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone,
     started = time.time()
     seed_everything(cfg.seed)
     accelerator = accelerator or make_accelerator()
-    method = method or create_method(cfg.method.name, cfg.method.params)
+    method = method or create_method(cfg.method.name, cfg.resolved_method_params())
     backbone.forward_model = accelerator.prepare(backbone.model)
     ctx = TrainContext(cfg, backbone, accelerator, tasks, log, random.Random(f"{cfg.seed}:method"))
     method.setup(ctx)
@@ -112,11 +112,14 @@ def train_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone,
         watch = evaluate and stage_index > 0 and bool(cfg.curve_steps)
         points: dict[str, float] = {}
         backbone.model.train()
+        stage_started, eval_seconds = time.time(), 0.0
         bar = tqdm(range(ctx.total_steps), desc=f"[{stage_index + 1}/{len(stages)}] {stage.name}", disable=not show,
                    mininterval=1.0, leave=False)
         for step in bar:
             if watch and step in cfg.curve_steps:
+                t0 = time.time()
                 points[str(step)] = evaluate_all(backbone, tasks[:1], cfg)[0]
+                eval_seconds += time.time() - t0
             total = 0.0
             for _ in range(train.grad_accum):
                 loss = method.loss(ctx, next(data)) / train.grad_accum
@@ -136,6 +139,8 @@ def train_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone,
                 bar.set_postfix(loss=f"{total:.3f}")
         bar.close()
         method.after_task(ctx)
+        log({"event": "stage_end", "stage": stage.name, "steps": ctx.total_steps,
+             "train_seconds": round(time.time() - stage_started - eval_seconds, 3)})
         if watch:
             points["end"] = evaluate_all(backbone, tasks[:1], cfg)[0]
             curve[stage.name] = points
