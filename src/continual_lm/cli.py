@@ -4,6 +4,7 @@
     continual-lm run --config FILE [--set k=v ...] [--out DIR]
     continual-lm list                        registered methods, their defaults
     continual-lm compare DIR [DIR ...]       OP / BWT / FWT of finished runs, as a table
+    continual-lm analyze RUN [--what ...]    recovery, update angles, loss landscape, Fisher vs angle
 """
 from __future__ import annotations
 
@@ -77,6 +78,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .analysis.analyze import ANALYSES, analyze
+    from .config import RecoverySettings
+
+    what = list(ANALYSES) if args.what == "all" else args.what.split(",")
+    recovery = RecoverySettings(steps=args.recovery_steps, n_examples=args.recovery_examples)
+    results = analyze(args.run, what, args.split, args.energy, args.grid, args.examples, recovery)
+    for name, result in results.items():
+        if name == "recovery":
+            for p in result["points"]:
+                print(f"recovery  step {p['step']}: {p['before']:.1f} -> {p['after_recovery']:.1f}")
+        elif name == "fisher":
+            print(f"fisher    Pearson r(Fisher, angle) = {result['pearson']}")
+        else:
+            print(f"{name:9} written")
+    print(f"results in {Path(args.run) / 'analysis'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="continual-lm", description="Continual learning of language models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -93,6 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="compare finished runs")
     cmp_.add_argument("runs", nargs="+", help="run folders")
     cmp_.set_defaults(func=cmd_compare)
+    ana = sub.add_parser("analyze", help="spurious-forgetting analyses of a run with checkpoints")
+    ana.add_argument("run", type=Path, help="run folder (its config needs checkpoint_steps)")
+    ana.add_argument("--what", default="all", help="comma-separated: recovery, angles, landscape, fisher (or all)")
+    ana.add_argument("--split", type=int, help="checkpoint step separating early and later updates of the second stage")
+    ana.add_argument("--energy", type=float, default=0.99, help="spectral energy kept in the top singular subspace")
+    ana.add_argument("--grid", type=int, default=21, help="loss-landscape grid size")
+    ana.add_argument("--examples", type=int, default=64, help="examples per loss evaluation in the landscape")
+    ana.add_argument("--recovery-steps", type=int, default=20)
+    ana.add_argument("--recovery-examples", type=int, default=64)
+    ana.set_defaults(func=cmd_analyze)
     return parser
 
 

@@ -97,6 +97,14 @@ class TrainSettings(_Strict):
         return v
 
 
+class RecoverySettings(_Strict):
+    """Brief fine-tuning on a few training examples of an old task, to test whether its knowledge is still there."""
+    steps: int = 20
+    n_examples: int = 64
+    batch_size: int = 16
+    lr: float | None = None           # None: training.lr
+
+
 class MethodSettings(_Strict):
     name: str = "seq"
     params: dict[str, Any] = {}
@@ -117,6 +125,12 @@ class ExperimentConfig(_Strict):
     pretrain: TrainSettings | None = None
     # Task-0 evaluations during later tasks (the "spurious forgetting curve"), at these steps of each task.
     curve_steps: list[int] = []
+    # Save the trainable weights at these steps of every stage (and at its end) into <run>/checkpoints/,
+    # for the analyses (recovery, update angles, loss landscape).
+    checkpoint_steps: list[int] = []
+    # After the run: short recovery fine-tuning on each old task to split forgetting into a recoverable
+    # ("spurious") part and the rest. Off when None.
+    forgetting_decomposition: RecoverySettings | None = None
     log_every: int = 10
 
     def resolved_method_params(self) -> dict[str, Any]:

@@ -97,8 +97,15 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None) -> 
     method = create_method(cfg.method.name, cfg.resolved_method_params())  # fail fast on an unknown method
     tasks, world = build_tasks(cfg)
     backbone = prepare_backbone(cfg, tasks, world, accelerator, folder.log)
-    result = train_sequence(cfg, tasks, backbone, method, folder.log, accelerator)
+    checkpoints = folder.path / "checkpoints" if cfg.checkpoint_steps else None
+    result = train_sequence(cfg, tasks, backbone, method, folder.log, accelerator, checkpoint_dir=checkpoints)
     metrics = {"name": cfg.name, "method": cfg.method.name, **result.to_json()}
+    if cfg.forgetting_decomposition is not None and len(result.acc_matrix) > 1:
+        from ..analysis.recovery import decompose_forgetting, recovered_score
+        recovered = {j: recovered_score(backbone, tasks[j], cfg, cfg.forgetting_decomposition)
+                     for j in range(len(tasks) - 1)}
+        metrics["forgetting"] = decompose_forgetting(result.acc_matrix, recovered)
+        folder.log({"event": "forgetting", "rows": metrics["forgetting"]})
     title = f"{cfg.name} / {cfg.method.name}: OP {result.op:.1f}"
     folder.finish(metrics, run_report(cfg.name, cfg.method.name, metrics),
                   lambda p: plot_matrix(p, result.tasks, result.stages, result.acc_matrix, title))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from .base import Method, register
+from .importance import diagonal_fisher
 
 
 def ewc_penalty(params: dict[str, torch.Tensor], fisher: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor],
@@ -34,17 +35,9 @@ class EWC(Method):
 
     def after_task(self, ctx) -> None:
         params = ctx.backbone.trainable_parameters()
-        task_fisher = {n: torch.zeros_like(p) for n, p in params.items()}
-        examples = ctx.task.train
-        bs = ctx.config.training.batch_size
+        examples, bs = ctx.task.train, ctx.config.training.batch_size
         starts = list(range(0, len(examples), bs))[: int(self.fisher_batches)]
-        for start in starts:
-            ctx.backbone.model.zero_grad(set_to_none=True)
-            ctx.backbone.loss(examples[start:start + bs]).backward()
-            for n, p in params.items():
-                if p.grad is not None:
-                    task_fisher[n] += p.grad.detach().pow(2) / len(starts)
-        ctx.backbone.model.zero_grad(set_to_none=True)
+        task_fisher = diagonal_fisher(params, (lambda s=s: ctx.backbone.loss(examples[s:s + bs]) for s in starts))
         for n, f in task_fisher.items():
             self.fisher[n] = self.gamma * self.fisher[n] + f if n in self.fisher else f
         self.anchor = {n: p.detach().clone() for n, p in params.items()}

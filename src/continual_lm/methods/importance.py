@@ -7,10 +7,11 @@
                       ``kthvalue`` (``torch.quantile`` refuses tensors above ~16.8M elements). Ties at the
                       threshold are all kept.
 - minmax_normalized   soft masks in [0, 1]
+- diagonal_fisher     F = mean over batches of (∂L/∂θ)² (the empirical Fisher; EWC and the analyses)
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 
@@ -73,3 +74,20 @@ def minmax_normalized(maps: Maps, scope: str = "global") -> Maps:
 
 def total(maps: Maps) -> float:
     return float(sum(m.sum() for m in maps.values()))
+
+
+def diagonal_fisher(params: Mapping[str, torch.nn.Parameter], batch_losses: Iterable[Callable[[], torch.Tensor]]) -> Maps:
+    """Mean over batches of the squared gradient; each item of ``batch_losses`` computes one batch's loss."""
+    fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+    count = 0
+    for compute_loss in batch_losses:
+        for p in params.values():
+            p.grad = None
+        compute_loss().backward()
+        for n, p in params.items():
+            if p.grad is not None:
+                fisher[n] += p.grad.detach().pow(2)
+        count += 1
+    for p in params.values():
+        p.grad = None
+    return {n: f / max(count, 1) for n, f in fisher.items()}

@@ -22,7 +22,23 @@ def run_report(name: str, method: str, metrics: dict) -> str:
         f"{metrics['seconds']:.0f} s", "",
         "Accuracy matrix (%): row = after training on that stage, column = evaluated task.", "",
         matrix_table(metrics["tasks"], metrics["stages"], metrics["acc_matrix"], metrics["initial"]), "",
+        *forgetting_table(metrics.get("forgetting")),
     ])
+
+
+def forgetting_table(rows: list[dict] | None) -> list[str]:
+    """The forgetting decomposition: how much of each old task's drop a short recovery brings back."""
+    if not rows:
+        return []
+    out = ["Forgetting decomposition (recoverable = brought back by a short fine-tuning on a few training "
+           "examples; spurious share = recoverable / drop):", "",
+           "| task | after own training | final | drop | recovered | recoverable | spurious share |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        share = "–" if r["spurious_share"] is None else f"{100 * r['spurious_share']:.0f}%"
+        out.append(f"| {r['task_index']} | {_fmt(r['after_own_training'])} | {_fmt(r['final'])} | {_fmt(r['drop'])} | "
+                   f"{_fmt(r['recovered'])} | {_fmt(r['recoverable'])} | {share} |")
+    return out + [""]
 
 
 def comparison_table(rows: list[dict]) -> str:

@@ -5,6 +5,7 @@ import math
 import random
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import torch
@@ -20,6 +21,7 @@ from ..evaluation.evaluate import evaluate_task
 from ..evaluation.metrics import summarize
 from ..methods import Method, create_method
 from ..models.backbone import Backbone
+from ..models.weights import save_checkpoint
 from .context import TrainContext
 
 
@@ -37,6 +39,10 @@ class RunResult:
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
+
+
+def checkpoint_path(root: Path, stage: str, step: int | str) -> Path:
+    return Path(root) / stage / f"step{step}.safetensors" if step != "end" else Path(root) / stage / "end.safetensors"
 
 
 def seed_everything(seed: int) -> None:
@@ -77,10 +83,11 @@ def evaluate_all(backbone: Backbone, tasks: list[Task], cfg: ExperimentConfig) -
 
 def train_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone, method: Method | None = None,
                    log=lambda record: None, accelerator: Accelerator | None = None,
-                   evaluate: bool = True) -> RunResult:
+                   evaluate: bool = True, checkpoint_dir: Path | None = None) -> RunResult:
     """Train ``backbone`` on ``tasks`` in order with ``method``; evaluate every task after each stage.
 
-    ``evaluate=False`` (language-model pre-training) skips every evaluation and returns no metrics."""
+    ``evaluate=False`` (language-model pre-training) skips every evaluation and returns no metrics.
+    ``checkpoint_dir``: where to save the trainable weights at ``cfg.checkpoint_steps`` and each stage's end."""
     started = time.time()
     seed_everything(cfg.seed)
     accelerator = accelerator or make_accelerator()
@@ -116,6 +123,8 @@ def train_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone,
         bar = tqdm(range(ctx.total_steps), desc=f"[{stage_index + 1}/{len(stages)}] {stage.name}", disable=not show,
                    mininterval=1.0, leave=False)
         for step in bar:
+            if checkpoint_dir and step in cfg.checkpoint_steps and show:
+                save_checkpoint(backbone, checkpoint_path(checkpoint_dir, stage.name, step))
             if watch and step in cfg.curve_steps:
                 t0 = time.time()
                 points[str(step)] = evaluate_all(backbone, tasks[:1], cfg)[0]
@@ -139,6 +148,8 @@ def train_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone,
                 bar.set_postfix(loss=f"{total:.3f}")
         bar.close()
         method.after_task(ctx)
+        if checkpoint_dir and cfg.checkpoint_steps and show:
+            save_checkpoint(backbone, checkpoint_path(checkpoint_dir, stage.name, "end"))
         log({"event": "stage_end", "stage": stage.name, "steps": ctx.total_steps,
              "train_seconds": round(time.time() - stage_started - eval_seconds, 3)})
         if watch:

@@ -1,0 +1,69 @@
+"""Saving and loading trainable weights, and the effective weight matrices of a (possibly LoRA) model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from ..errors import DataError
+from .backbone import Backbone
+
+
+def tracked_parameters(backbone: Backbone) -> dict[str, nn.Parameter]:
+    """What a checkpoint holds: the LoRA matrices under LoRA, every parameter under full fine-tuning
+    (so a checkpoint is complete even if a method freezes some of them later)."""
+    named = dict(backbone.model.named_parameters())  # tied weights appear once
+    if backbone.settings.finetune == "lora":
+        return {n: p for n, p in named.items() if ".lora_" in n}
+    return named
+
+
+def save_checkpoint(backbone: Backbone, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(str(path) + ".tmp")
+    save_file({n: p.detach().contiguous().cpu() for n, p in tracked_parameters(backbone).items()}, str(tmp))
+    tmp.replace(path)
+
+
+def load_checkpoint(backbone: Backbone, path: str | Path) -> None:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: checkpoint not found")
+    state = load_file(str(path))
+    params = tracked_parameters(backbone)
+    missing = sorted(set(state) - set(params))
+    if missing:
+        raise DataError(f"{path}: parameters not in this model (e.g. {missing[0]}); per-task adapters are not restored")
+    with torch.no_grad():
+        for n, t in state.items():
+            params[n].copy_(t.to(params[n].device))
+
+
+def flat_weights(backbone: Backbone) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in tracked_parameters(backbone).items()}
+
+
+def _clean(name: str) -> str:
+    return name.replace("base_model.model.", "").replace(".base_layer", "")
+
+
+def effective_matrices(backbone: Backbone) -> dict[str, torch.Tensor]:
+    """Every 2-D weight of a Linear/Conv1D layer as (out, in), with any active LoRA update merged in."""
+    out: dict[str, torch.Tensor] = {}
+    for name, module in backbone.model.named_modules():
+        if hasattr(module, "lora_B") and hasattr(module, "base_layer"):
+            base = module.base_layer
+            w = base.weight.detach().clone()
+            w = w.T if isinstance(base, Conv1D) else w
+            for adapter in module.active_adapters:
+                if adapter in module.lora_B:
+                    delta = module.get_delta_weight(adapter).detach()
+                    w = w + (delta.T if isinstance(base, Conv1D) else delta)
+            out[_clean(name)] = w
+        elif isinstance(module, (nn.Linear, Conv1D)) and ".lora_" not in name and "base_layer" not in name:
+            w = module.weight.detach().clone()
+            out[_clean(name)] = w.T if isinstance(module, Conv1D) else w
+    return out
