@@ -9,6 +9,7 @@ A method never owns the training loop; the loop (``training/loop.py``) calls the
     after_backward(ctx)       once per optimiser step, when the gradients are complete, before clipping
     after_step(ctx)           after each optimiser step (gradients already zeroed)
     after_task(ctx)           at the end of each stage, before the evaluation of every task
+    report()                  anything the method measured of itself, stored in metrics.json
 """
 from __future__ import annotations
 
@@ -70,6 +71,9 @@ class Method:
 
     def after_task(self, ctx: "TrainContext") -> None:
         pass
+
+    def report(self) -> dict[str, Any]:
+        return {}
 
 
 METHODS: dict[str, type[Method]] = {}

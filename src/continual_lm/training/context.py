@@ -27,6 +27,7 @@ class TrainContext:
     step: int = 0                                  # optimiser steps taken in the current stage
     global_step: int = 0
     total_steps: int = 0                           # optimiser steps planned for the current stage
+    stop: bool = False                             # a method sets it to end the current stage early
 
     @property
     def task(self) -> Task:

@@ -36,6 +36,7 @@ class RunResult:
     fwt: float | None
     seconds: float
     curve: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> {step: score on task 0}
+    method_report: dict = field(default_factory=dict)                  # what the method reports of itself
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -105,7 +106,7 @@ def train_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone,
     for stage_index, stage in enumerate(stages):
         if not stage.examples:
             raise DataError(f"stage {stage.name!r}: no training examples")
-        ctx.task_index, ctx.stage_task_indices, ctx.step = stage_index, stage.task_indices, 0
+        ctx.task_index, ctx.stage_task_indices, ctx.step, ctx.stop = stage_index, stage.task_indices, 0, False
         method.before_task(ctx)
         train = cfg.training.for_task(stage.name)
         params = [p for p in backbone.model.parameters() if p.requires_grad]
@@ -146,6 +147,9 @@ def train_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone,
             if step % cfg.log_every == 0 or step == ctx.total_steps - 1:
                 log({"event": "train", "stage": stage.name, "step": step, "loss": round(total, 5)})
                 bar.set_postfix(loss=f"{total:.3f}")
+            if ctx.stop:
+                log({"event": "early_stop", "stage": stage.name, "step": ctx.step})
+                break
         bar.close()
         method.after_task(ctx)
         if checkpoint_dir and cfg.checkpoint_steps and show:
@@ -165,5 +169,5 @@ def train_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone,
 
     metrics = summarize(acc_matrix, initial) if evaluate else {"op": None, "bwt": None, "fwt": None}
     return RunResult([t.name for t in tasks], [s.name for s in stages], acc_matrix, initial, metrics["op"],  # type: ignore[arg-type]
-                     metrics["bwt"], metrics["fwt"], round(time.time() - started, 2), curve)
+                     metrics["bwt"], metrics["fwt"], round(time.time() - started, 2), curve, method.report())
 
