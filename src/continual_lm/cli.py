@@ -68,13 +68,13 @@ def load_run_metrics(folder: Path) -> dict:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .reporting.report import comparison_table
+    from .reporting.report import aggregate_by_method, comparison_table, method_table
 
     rows = []
     for d in args.runs:
         m = load_run_metrics(Path(d))
         rows.append({"run": Path(d).name, **{k: m[k] for k in ("method", "op", "bwt", "fwt", "seconds")}})
-    print(comparison_table(rows))
+    print(method_table(aggregate_by_method(rows)) if args.by_method else comparison_table(rows))
     return 0
 
 
@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     lst.set_defaults(func=cmd_list)
     cmp_ = sub.add_parser("compare", help="compare finished runs")
     cmp_.add_argument("runs", nargs="+", help="run folders")
+    cmp_.add_argument("--by-method", action="store_true", help="one row per method: mean ± std over its runs")
     cmp_.set_defaults(func=cmd_compare)
     ana = sub.add_parser("analyze", help="spurious-forgetting analyses of a run with checkpoints")
     ana.add_argument("run", type=Path, help="run folder (its config needs checkpoint_steps)")

@@ -69,3 +69,36 @@ def plot_matrix(path: Path, tasks: list[str], stages: list[str], acc_matrix: lis
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float] | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    mean = sum(values) / len(values)
+    return mean, (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+
+
+def aggregate_by_method(rows: list[dict]) -> dict[str, dict]:
+    """rows: {"method", "op", "bwt", "fwt", "seconds"} per run -> per method mean/std of each (runs in order seen)."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        out.setdefault(r["method"], {"runs": 0, "op": [], "bwt": [], "fwt": [], "seconds": []})
+        out[r["method"]]["runs"] += 1
+        for k in ("op", "bwt", "fwt", "seconds"):
+            out[r["method"]][k].append(r[k])
+    for stats in out.values():
+        for k in ("op", "bwt", "fwt", "seconds"):
+            ms = _mean_std(stats[k])
+            stats[k] = None if ms is None else {"mean": round(ms[0], 2), "std": round(ms[1], 2)}
+    return out
+
+
+def method_table(per_method: dict[str, dict]) -> str:
+    def cell(x):
+        return "–" if x is None else f"{x['mean']:.1f} ± {x['std']:.1f}"
+    out = ["| method | runs | OP | BWT | FWT | seconds / run |", "|---|---|---|---|---|---|"]
+    for name, s in per_method.items():
+        out.append(f"| {name} | {s['runs']} | {cell(s['op'])} | {cell(s['bwt'])} | {cell(s['fwt'])} | "
+                   f"{s['seconds']['mean']:.0f} |")
+    return "\n".join(out)

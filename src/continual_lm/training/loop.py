@@ -37,6 +37,7 @@ class RunResult:
     seconds: float
     curve: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> {step: score on task 0}
     method_report: dict = field(default_factory=dict)                  # what the method reports of itself
+    processes: int = 1                                                 # data-parallel processes that trained
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -169,5 +170,6 @@ def train_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone,
 
     metrics = summarize(acc_matrix, initial) if evaluate else {"op": None, "bwt": None, "fwt": None}
     return RunResult([t.name for t in tasks], [s.name for s in stages], acc_matrix, initial, metrics["op"],  # type: ignore[arg-type]
-                     metrics["bwt"], metrics["fwt"], round(time.time() - started, 2), curve, method.report())
+                     metrics["bwt"], metrics["fwt"], round(time.time() - started, 2), curve, method.report(),
+                     accelerator.num_processes)
 

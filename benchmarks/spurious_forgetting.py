@@ -1,0 +1,79 @@
+"""Spurious forgetting on the Biography default experiment (Task 0 → Task 1), after Zheng et al. (ICLR 2025).
+
+1. The comparison table: SEQ, EWC, LAMOL, Task Vector, Gradient Projection, Freeze, Freeze + early stop,
+   Replay and Recurrent-KIF; Task 0 and Task 1 accuracy (mean ± std over seeds), and the Task-0 curve.
+2. On one `seq` run with checkpoints during Task 1: recovery from each checkpoint (a short fine-tuning on a few
+   Task-0 *training* persons, evaluated on the Task-0 test persons), weight-update angles, loss landscape, and
+   Fisher vs angle. Plots are copied to benchmarks/results/spurious_*.png.
+
+    python benchmarks/spurious_forgetting.py [--quick] [--out FILE] [--seeds 0,1,2]
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch  # noqa: E402
+from _common import RESULTS, environment, parser, write_results  # noqa: E402
+from biography import aggregate, run_seeds  # noqa: E402
+
+from continual_lm.analysis.analyze import analyze  # noqa: E402
+from continual_lm.config import RecoverySettings, load_config  # noqa: E402
+from continual_lm.experiments.runner import run_experiment  # noqa: E402
+from continual_lm.experiments.spurious import default_config_path  # noqa: E402
+
+# Our Task 1 is 188 steps long; the alignment is undone within its first ~20 steps (see the seq curve), so the
+# "early update" of Task Vector and Gradient Projection is the first 20 steps (the paper: 150 of a longer task).
+METHOD_PARAMS = {
+    "task_vector": {"end_step": 20, "alpha": 1.0},
+    "grad_projection": {"end_step": 20, "scope": "attention"},
+    "lamol": {"gamma": 0.2, "max_new_tokens": 24},
+    "ewc": {"lambda_ewc": 1000.0},
+}
+METHODS = ["seq", "ewc", "lamol", "task_vector", "grad_projection", "freeze", "replay", "recurrent_kif"]
+EARLY_STOP = {"freeze": {"early_stop": True, "val_source": "train", "eval_every": 10, "patience": 2}}
+PAPER_TASK0 = {"seq": 11.2, "ewc": "<= 13.5", "lamol": 18.9, "task_vector": 30.8, "freeze": "39.7-44.2",
+               "replay": "76.9-80.6"}
+
+
+def analysis_run(workdir: Path, grid: int) -> dict:
+    cfg = load_config(default_config_path(), ["checkpoint_steps=[0, 5, 10, 20, 50, 150]", "method.name=seq"])
+    _, folder = run_experiment(cfg, workdir / "seq-checkpoints")
+    results = analyze(folder, ["recovery", "angles", "landscape", "fisher"], split=20, grid=grid, n_examples=96,
+                      recovery=RecoverySettings(steps=20, n_examples=60, batch_size=16))
+    for name in ("recovery", "angles", "landscape", "fisher_vs_angle"):
+        shutil.copy(folder / "analysis" / f"{name}.png", RESULTS / f"spurious_{name}.png")
+    angles = {pair: round(sum(r["mean_angle"] for r in rows) / len(rows), 2) for pair, rows in results["angles"]["pairs"].items()}
+    return {"recovery": results["recovery"], "mean_angle_per_pair": angles, "angles": results["angles"],
+            "fisher_vs_angle": {"pearson": results["fisher"]["pearson"], "matrices": results["fisher"]["matrices"]},
+            "landscape_trajectory": results["landscape"]["trajectory"]}
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0], "spurious_forgetting.json")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; --quick: 0)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
+    methods = ["seq", "freeze", "replay"] if args.quick else METHODS
+    work = Path(tempfile.mkdtemp(prefix="clm-spurious-"))
+    params = [f"method_params.{m}={v}" for m, v in METHOD_PARAMS.items()]
+    main_runs, seconds = run_seeds(seeds, methods, params, workdir=work / "main")
+    table = aggregate(main_runs, methods)
+    es_runs, es_seconds = run_seeds(seeds, ["freeze"], [f"method_params.freeze={EARLY_STOP['freeze']}"],
+                                    workdir=work / "early_stop")
+    table["freeze_early_stop"] = aggregate(es_runs, ["freeze"])["freeze"]
+    analysis = analysis_run(work, grid=9 if args.quick else 15)
+    write_results(args.out, {
+        "setting": {"seeds": seeds, "method_params": METHOD_PARAMS, "early_stop": EARLY_STOP["freeze"],
+                    "recovery": "20 steps on 60 Task-0 training QA pairs (lr as training), from seq checkpoints"},
+        "table": table, "paper_task0_accuracy": PAPER_TASK0, "analysis": analysis,
+        "seconds": {"methods": seconds, "freeze_early_stop": es_seconds}, "environment": environment(),
+    })
+
+
+if __name__ == "__main__":
+    main()
