@@ -28,6 +28,15 @@ def test_run_config_and_compare(cl_root, tmp_path, capsys):
     assert "| r2 | replay | " + f"{op:.1f}" in out and "| r1 | seq |" in out
 
 
+def test_run_several_methods_prints_the_comparison(cl_root, tmp_path, capsys):
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config(cl_root, max_steps=2)))
+    assert main(["run", "--config", str(cfg_path), "--methods", "seq,ewc", "--out", str(tmp_path / "cmp")]) == 0
+    out = capsys.readouterr().out
+    assert "| seq | seq |" in out and "| ewc | ewc |" in out
+    assert (tmp_path / "cmp" / "ewc" / "metrics.json").exists()
+
+
 def test_bad_input_is_one_line_error(cl_root, tmp_path):
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text(yaml.safe_dump(tiny_config(cl_root, method="nonexistent")))

@@ -29,11 +29,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .experiments.spurious import default_config_path, run_default_experiment
 
     methods = args.methods.split(",") if args.methods else None
-    if args.config is None or args.methods:
-        cfg = load_config(args.config or default_config_path(), args.set)
+    cfg = load_config(args.config or default_config_path(), args.set)
+    if args.config is None or (methods and cfg.data.benchmark == "biography"):
         run_default_experiment(args.out, cfg, methods)
         return 0
-    cfg = load_config(args.config, args.set)
+    if methods:  # one run per method, then the comparison table
+        from .reporting.report import comparison_table
+        from .reporting.run_folder import default_run_dir
+        root = args.out or default_run_dir(cfg.name)
+        rows = []
+        for name in methods:
+            result, folder = run_experiment(cfg.model_copy(update={"method": cfg.method.model_copy(
+                update={"name": name, "params": {}})}), Path(root) / name)
+            rows.append({"run": folder.name, "method": name, "op": result.op, "bwt": result.bwt, "fwt": result.fwt,
+                         "seconds": result.seconds})
+        print(comparison_table(rows))
+        return 0
     result, folder = run_experiment(cfg, args.out)
     from .reporting.report import run_report
     print(run_report(cfg.name, cfg.method.name, {"name": cfg.name, "method": cfg.method.name, **result.to_json()}))

@@ -113,7 +113,7 @@ def load_cl_benchmark_task(task_dir: str | Path, n_train: int | None = None, n_t
                 raise DataError(f"{path}: record {i}: label {label!r} is not in {labels_path.name} {list(labels_t)}")
             examples.append(Example(cl_benchmark_prompt(instruction, labels_t, rec["sentence"]), label, name, labels_t))
         if skipped:
-            log.info("%s: skipped %d records labelled %r (no gold label)", path, skipped, NO_GOLD_LABEL)
+            log.warning("%s: skipped %d records labelled %r (no gold label)", path, skipped, NO_GOLD_LABEL)
         _require_nonempty(examples, path)
         return subsample(examples, n, seed, f"{name}/{fname}")
 
@@ -167,7 +167,7 @@ def load_superni_task(task_dir: str | Path, n_train: int | None = None, n_test: 
             prompt = f"Definition: {definition}\n\nInput: {inst['input']}\nOutput:"
             examples.append(Example(prompt, outputs[0], name, None, outputs))
         if empty:
-            log.info("%s: skipped %d instances with an empty output", path, empty)
+            log.warning("%s: skipped %d instances with an empty output", path, empty)
         _require_nonempty(examples, path)
         return subsample(examples, n, seed, f"{name}/{path.name}"), definition
 
