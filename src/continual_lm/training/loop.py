@@ -155,15 +155,14 @@ def train_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone,
         method.after_task(ctx)
         if checkpoint_dir and cfg.checkpoint_steps and show:
             save_checkpoint(backbone, checkpoint_path(checkpoint_dir, stage.name, "end"))
-        log({"event": "stage_end", "stage": stage.name, "steps": ctx.total_steps,
+        log({"event": "stage_end", "stage": stage.name, "steps": ctx.step,
              "train_seconds": round(time.time() - stage_started - eval_seconds, 3)})
-        if watch:
-            points["end"] = evaluate_all(backbone, tasks[:1], cfg)[0]
-            curve[stage.name] = points
         if not evaluate:
             continue
         row = evaluate_all(backbone, tasks, cfg)
         acc_matrix.append(row)
+        if watch:
+            curve[stage.name] = {**points, "end": row[0]}
         log({"event": "eval", "stage": stage.name, "scores": dict(zip([t.name for t in tasks], row))})
         if show:
             tqdm.write(f"after {stage.name}: " + "  ".join(f"{t.name}={s:.1f}" for t, s in zip(tasks, row)))
