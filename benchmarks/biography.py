@@ -41,6 +41,9 @@ def aggregate(summaries: dict[int, dict], methods: list[str]) -> dict:
         steps = list(rows[0]["curve"])
         out[m] = {key: mean_std([r[key] for r in rows]) for key in ("task0_after_task0", "task0_final", "task1_final")}
         out[m]["curve"] = {s: mean_std([r["curve"][s] for r in rows]) for s in steps}
+        reports = [r["method_report"] for r in rows if r.get("method_report")]
+        if reports:
+            out[m]["method_report_per_seed"] = reports
     return out
 
 

@@ -22,7 +22,10 @@ def default_config_path() -> Path:
 def method_row(metrics: dict) -> dict:
     acc = metrics["acc_matrix"]
     curve = next(iter(metrics["curve"].values()), {})
-    return {"task0_after_task0": acc[0][0], "task0_final": acc[-1][0], "task1_final": acc[-1][1], "curve": curve}
+    row = {"task0_after_task0": acc[0][0], "task0_final": acc[-1][0], "task1_final": acc[-1][1], "curve": curve}
+    if metrics.get("method_report"):
+        row["method_report"] = metrics["method_report"]
+    return row
 
 
 def summary_table(summary: dict) -> str:
