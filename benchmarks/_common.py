@@ -22,6 +22,16 @@ def parser(description: str, default_out: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_seeds_argument(p: argparse.ArgumentParser, default: str = "0,1,2", quick: str = "0") -> None:
+    p.add_argument("--seeds", default=None, help=f"comma-separated seeds (default {default}; --quick: {quick})")
+    p.set_defaults(_seeds_default=default, _seeds_quick=quick)
+
+
+def seeds_from(args: argparse.Namespace) -> list[int]:
+    text = args.seeds or (args._seeds_quick if args.quick else args._seeds_default)
+    return [int(s) for s in text.split(",")]
+
+
 def mean_std(values: list[float]) -> dict:
     return {"mean": round(statistics.fmean(values), 2), "std": round(statistics.pstdev(values), 2) if len(values) > 1 else 0.0,
             "n": len(values)}

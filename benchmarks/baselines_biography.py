@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
-from _common import environment, parser, write_results  # noqa: E402
+from _common import add_seeds_argument, seeds_from, environment, parser, write_results  # noqa: E402
 from biography import aggregate, run_seeds  # noqa: E402
 
 FULL_FT = ["seq", "replay", "ewc", "tasl", "migu", "vr_mcl", "recurrent_kif"]
@@ -23,10 +23,10 @@ LORA_SETTINGS = ["model.finetune=lora", "model.lora.r=16", "model.lora.alpha=32"
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0], "baselines_biography.json")
-    p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; --quick: 0)")
+    add_seeds_argument(p)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
+    seeds = seeds_from(args)
     full, full_seconds = run_seeds(seeds, FULL_FT, [])
     lora, lora_seconds = run_seeds(seeds, LORA, LORA_SETTINGS)
     write_results(args.out, {

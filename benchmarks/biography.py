@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
-from _common import environment, mean_std, parser, write_results  # noqa: E402
+from _common import add_seeds_argument, seeds_from, environment, mean_std, parser, write_results  # noqa: E402
 
 from continual_lm.config import load_config  # noqa: E402
 from continual_lm.experiments.spurious import DEFAULT_METHODS, default_config_path, run_default_experiment  # noqa: E402
@@ -61,12 +61,12 @@ def targets(per_method: dict) -> dict:
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0], "biography.json")
-    p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; --quick: 0)")
+    add_seeds_argument(p)
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
+    seeds = seeds_from(args)
     methods = args.methods.split(",")
     summaries, seconds = run_seeds(seeds, methods, args.set)
     per_method = aggregate(summaries, methods)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
-from _common import RESULTS, environment, parser, write_results  # noqa: E402
+from _common import add_seeds_argument, seeds_from, RESULTS, environment, parser, write_results  # noqa: E402
 from biography import aggregate, run_seeds  # noqa: E402
 
 from continual_lm.analysis.analyze import analyze  # noqa: E402
@@ -54,10 +54,10 @@ def analysis_run(workdir: Path, grid: int) -> dict:
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0], "spurious_forgetting.json")
-    p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; --quick: 0)")
+    add_seeds_argument(p)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
+    seeds = seeds_from(args)
     methods = ["seq", "freeze", "replay"] if args.quick else METHODS
     work = Path(tempfile.mkdtemp(prefix="clm-spurious-"))
     params = [f"method_params.{m}={v}" for m, v in METHOD_PARAMS.items()]

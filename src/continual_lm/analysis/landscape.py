@@ -6,7 +6,7 @@ import torch
 
 from ..data.task import Example
 from ..models.backbone import Backbone
-from ..models.weights import tracked_parameters
+from ..models.weights import snapshot, tracked_parameters
 
 Weights = dict[str, torch.Tensor]
 
@@ -35,7 +35,7 @@ def loss_surface(backbone: Backbone, theta0: Weights, d1: Weights, d2: Weights, 
                  grid: int = 21, span: tuple[float, float] = (-0.5, 1.5)) -> dict:
     """Losses of each example set on a grid × grid lattice of (x, y) in ``span``²; weights restored afterwards."""
     params = tracked_parameters(backbone)
-    saved = {n: p.detach().clone() for n, p in params.items()}
+    saved = snapshot(params)
     coords = [span[0] + (span[1] - span[0]) * i / (grid - 1) for i in range(grid)]
     surfaces = {name: [[0.0] * grid for _ in range(grid)] for name in examples}
     was_training = backbone.model.training

@@ -9,6 +9,7 @@ import torch
 
 from .base import Method, register
 from .importance import diagonal_fisher
+from ..models.weights import snapshot
 
 
 def ewc_penalty(params: dict[str, torch.Tensor], fisher: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor],
@@ -40,4 +41,4 @@ class EWC(Method):
         task_fisher = diagonal_fisher(params, (lambda s=s: ctx.backbone.loss(examples[s:s + bs]) for s in starts))
         for n, f in task_fisher.items():
             self.fisher[n] = self.gamma * self.fisher[n] + f if n in self.fisher else f
-        self.anchor = {n: p.detach().clone() for n, p in params.items()}
+        self.anchor = snapshot(params)

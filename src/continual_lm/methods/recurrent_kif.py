@@ -29,6 +29,7 @@ from ..errors import ConfigError
 from .base import Method, register
 from .importance import Maps, current_sensitivity, ema_, minmax_normalized, top_fraction_masks, total
 from .memory import ReplayMemory
+from ..models.weights import snapshot
 
 ABLATIONS = {None: None, "none": None, "-DIE": "no_die", "no_die": "no_die", "-KI": "no_ki", "no_ki": "no_ki",
              "+GM": "global_weighting", "global_weighting": "global_weighting", "+Adaptive": "adaptive",
@@ -168,7 +169,7 @@ class RecurrentKIF(Method):
 
     # ------------------------------------------------------------------ the cycle
     def _snapshot(self) -> Maps:
-        return {n: p.detach().clone() for n, p in self.params.items()}
+        return snapshot(self.params)
 
     def _outer_batch(self, ctx) -> int:
         return int(self.outer_batch_size or ctx.config.training.batch_size)

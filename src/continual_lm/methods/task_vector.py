@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .base import Method, register
+from ..models.weights import snapshot
 
 
 @register
@@ -15,12 +16,12 @@ class TaskVector(Method):
 
     def before_task(self, ctx) -> None:
         self.params = ctx.backbone.trainable_parameters()
-        self.start = {n: p.detach().clone() for n, p in self.params.items()} if ctx.task_index >= self.from_task else None
+        self.start = snapshot(self.params) if ctx.task_index >= self.from_task else None
         self.early = None
 
     def after_step(self, ctx) -> None:
         if self.start is not None and ctx.step == int(self.end_step):
-            self.early = {n: p.detach().clone() for n, p in self.params.items()}
+            self.early = snapshot(self.params)
 
     def after_task(self, ctx) -> None:
         if self.start is None:

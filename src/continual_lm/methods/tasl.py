@@ -18,6 +18,7 @@ import torch
 from .base import Method, register
 from .importance import Maps, minmax_normalized, top_fraction_masks
 from .recurrent_kif import ImportanceTracker
+from ..models.weights import snapshot
 
 
 def pool_units(maps: Maps, granularity: str) -> Maps:
@@ -61,7 +62,7 @@ class TaSL(Method):
 
     def after_task(self, ctx) -> None:
         current = minmax_normalized(pool_units(self.tracker.score, self.granularity))
-        theta_new = {n: p.detach().clone() for n, p in self.params.items()}
+        theta_new = snapshot(self.params)
         if self.past:
             fused = consolidate(self.theta_prev, theta_new, self.past, current, self.top_fraction)
             with torch.no_grad():
@@ -70,4 +71,4 @@ class TaSL(Method):
             self.past = {n: self.gamma * self.past[n] + (1 - self.gamma) * current[n] for n in current}
         else:
             self.past = current
-        self.theta_prev = {n: p.detach().clone() for n, p in self.params.items()}
+        self.theta_prev = snapshot(self.params)

@@ -19,6 +19,7 @@ import torch
 from ..data.task import Example
 from .base import Method, register
 from .memory import ReplayMemory
+from ..models.weights import snapshot
 
 
 @register
@@ -66,7 +67,7 @@ class VRMCL(Method):
     def after_backward(self, ctx) -> None:
         if not self.replayed:  # first task: plain gradient
             return
-        current = {n: p.detach().clone() for n, p in self.params.items()}
+        current = snapshot(self.params)
         loop_grad = {n: p.grad.detach().clone() for n, p in self.params.items() if p.grad is not None}
         g_now = self._meta_gradient(ctx, current, loop_grad)
         if self.prev_estimate is not None and self.prev_params is not None:

@@ -1,6 +1,7 @@
 """Saving and loading trainable weights, and the effective weight matrices of a (possibly LoRA) model."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -42,8 +43,13 @@ def load_checkpoint(backbone: Backbone, path: str | Path) -> None:
             params[n].copy_(t.to(params[n].device))
 
 
+def snapshot(params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached copies of named parameters (a point in weight space to return to or diff against)."""
+    return {n: p.detach().clone() for n, p in params.items()}
+
+
 def flat_weights(backbone: Backbone) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in tracked_parameters(backbone).items()}
+    return snapshot(tracked_parameters(backbone))
 
 
 def _clean(name: str) -> str:
