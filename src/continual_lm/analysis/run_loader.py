@@ -13,7 +13,7 @@ from ..errors import DataError
 from ..experiments.runner import build_tasks, prepare_backbone
 from ..models.backbone import Backbone
 from ..models.weights import load_checkpoint
-from ..training.loop import make_accelerator
+from ..training.loop import checkpoint_path, make_accelerator
 
 
 @dataclass
@@ -29,8 +29,7 @@ class LoadedRun:
         return self.folder / "checkpoints"
 
     def checkpoint(self, stage: str, step: int | str) -> Path:
-        name = "end.safetensors" if step == "end" else f"step{step}.safetensors"
-        path = self.checkpoint_root / stage / name
+        path = checkpoint_path(self.checkpoint_root, stage, step)
         if not path.exists():
             raise DataError(f"{path}: checkpoint not found (set checkpoint_steps in the run's config)")
         return path

@@ -44,7 +44,9 @@ class RunResult:
 
 
 def checkpoint_path(root: Path, stage: str, step: int | str) -> Path:
-    return Path(root) / stage / f"step{step}.safetensors" if step != "end" else Path(root) / stage / "end.safetensors"
+    """Where a stage's checkpoint lives: <root>/<stage>/step<N>.safetensors, or end.safetensors."""
+    name = "end" if step == "end" else f"step{step}"
+    return Path(root) / stage / f"{name}.safetensors"
 
 
 def seed_everything(seed: int) -> None:
