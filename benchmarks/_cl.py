@@ -1,7 +1,14 @@
-"""Running a real-data CL benchmark grid (orders × seeds × methods) from a config, and summarising it."""
+"""Running a real-data CL benchmark grid (orders × seeds × methods) from a config, and summarising it.
+
+The results file is rewritten after every finished run, so an interrupted grid keeps what it finished;
+``--resume`` skips the runs a results file already holds, and ``--merge`` combines the files of grids run
+separately (e.g. orders on different machines or in parallel processes) into one summary.
+"""
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -14,35 +21,104 @@ from continual_lm.reporting.report import aggregate_by_method, method_table
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ALL_METHODS = ["seq", "inc_lora", "replay", "ewc", "o_lora", "tasl", "migu", "vr_mcl", "recurrent_kif", "mtl"]
+# Results can only be pooled when these settings agree.
+POOLED_KEYS = ("benchmark", "backbone", "n_train", "n_test")
+
+
+def add_grid_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", action="store_true", help="keep the runs already in --out (same settings), run the rest")
+    p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="FILE",
+                   help="run nothing: combine these results files (same settings) into --out")
+
+
+def run_key(row: dict) -> tuple:
+    return row["order"], row["seed"], row["method"]
+
+
+def sort_rows(rows: list[dict]) -> list[dict]:
+    rank = {m: i for i, m in enumerate(ALL_METHODS)}
+    return sorted(rows, key=lambda r: (r["order"], r["seed"], rank.get(r["method"], len(rank)), r["method"]))
+
+
+def read_runs(path: Path, setting: dict) -> list[dict]:
+    """The runs of a results file whose settings match ``setting`` on POOLED_KEYS (else a one-line exit)."""
+    try:
+        data = json.loads(path.read_text())
+        theirs, runs = data["setting"], data["runs"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        sys.exit(f"error: {path}: not a benchmark results file ({type(e).__name__}: {e})")
+    for key in POOLED_KEYS:
+        if theirs.get(key) != setting.get(key):
+            sys.exit(f"error: {path}: setting {key!r} is {theirs.get(key)!r}, not {setting.get(key)!r}; "
+                     "results with different settings cannot be pooled")
+    return runs
+
+
+def merge_runs(files: list[Path], setting: dict) -> list[dict]:
+    rows: dict[tuple, dict] = {}
+    for path in files:
+        for row in read_runs(path, setting):
+            if run_key(row) in rows:
+                sys.exit(f"error: {path}: run order {row['order']} seed {row['seed']} {row['method']} "
+                         "is also in an earlier file")
+            rows[run_key(row)] = row
+    return sort_rows(list(rows.values()))
 
 
 def run_grid(config: str, orders: list[int], seeds: list[int], methods: list[str], overrides: list[str],
-             workdir: Path | None = None) -> tuple[list[dict], Path]:
-    root = Path(workdir or tempfile.mkdtemp(prefix="clm-cl-"))
-    rows = []
+             threads: int, save, done: list[dict] = ()) -> list[dict]:
+    """Run every (order, seed, method) not in ``done``; ``save(rows)`` after each run."""
+    root = Path(tempfile.mkdtemp(prefix="clm-cl-"))
+    rows = list(done)
+    have = {run_key(r) for r in rows}
     for order in orders:
         for seed in seeds:
             for method in methods:
+                if (order, seed, method) in have:
+                    continue
                 cfg = load_config(CONFIGS / config, [f"data.data_dir={SHARED_DATA / 'cl_benchmark'}",
                                                      f"data.order={order}", f"seed={seed}", f"method.name={method}",
-                                                     *overrides])
+                                                     f"training.num_threads={threads}", *overrides])
                 folder = root / f"order{order}-seed{seed}-{method}"
                 started = time.time()
                 result, _ = run_experiment(cfg, folder)
-                rows.append({"run": folder.name, "order": order, "seed": seed, "method": method, "op": result.op,
-                             "bwt": result.bwt, "fwt": result.fwt, "seconds": round(time.time() - started, 1),
+                rows.append({"run": folder.name, "folder": str(folder), "order": order, "seed": seed,
+                             "method": method, "op": result.op, "bwt": result.bwt, "fwt": result.fwt,
+                             "seconds": round(time.time() - started, 1), "threads": threads,
                              "tasks": result.tasks, "acc_matrix": result.acc_matrix, "initial": result.initial})
                 print(json.dumps({k: rows[-1][k] for k in ("run", "op", "bwt", "fwt", "seconds")}), flush=True)
-    return rows, root
+                save(sort_rows(rows))
+    return sort_rows(rows)
 
 
 def summarise(rows: list[dict], setting: dict, out: Path, discussion: str) -> None:
+    """Write ``out`` (JSON: setting, per-method mean ± std, every run) and its markdown table (``out`` .md)."""
+    setting = {**setting, "orders": sorted({r["order"] for r in rows}), "seeds": sorted({r["seed"] for r in rows}),
+               "methods": list(dict.fromkeys(r["method"] for r in rows)),
+               "runs_per_method": {m: s["runs"] for m, s in aggregate_by_method(rows).items()}}
     per_method = aggregate_by_method(rows)
     table = method_table(per_method)
     write_results(out, {"setting": setting, "methods": per_method, "runs": rows, "environment": environment()})
     md = out.with_suffix(".md")
-    md.write_text(f"# {setting['benchmark']}\n\n{json.dumps(setting)}\n\n"
-                  "Mean ± std over orders and seeds (scores in %; BWT/FWT are `–` for `mtl`, which has one joint stage).\n\n"
-                  f"{table}\n\n{discussion}\n", encoding="utf-8")
+    tmp = md.with_suffix(".md.tmp")
+    tmp.write_text(f"# {setting['benchmark']}\n\n{json.dumps(setting)}\n\n"
+                   "Mean ± std over orders and seeds (scores in %; BWT/FWT are `–` for `mtl`, which has one joint "
+                   f"stage).\n\n{table}\n\n{discussion}\n", encoding="utf-8")
+    tmp.replace(md)
     print(table)
     print(f"wrote {md}")
+
+
+def run_or_merge(args: argparse.Namespace, config: str, orders: list[int], seeds: list[int], methods: list[str],
+                 overrides: list[str], setting: dict, discussion: str) -> None:
+    """The shared main of the grid benchmarks: --merge, or run the grid (after --resume) writing as it goes."""
+    def save(rows: list[dict]) -> None:
+        summarise(rows, setting, args.out, discussion)
+
+    if args.merge:
+        save(merge_runs(args.merge, setting))
+        return
+    done = read_runs(args.out, setting) if args.resume and args.out.exists() else []
+    rows = run_grid(config, orders, seeds, methods, overrides, args.threads, save, done)
+    if rows:
+        save(rows)

@@ -2,7 +2,11 @@
 
 Default size: n_train 64 per task, n_test 100, 1 seed.
 
-    python benchmarks/long_sequence.py [--quick] [--out FILE] [--seeds 0] [--n-train 64]
+    python benchmarks/long_sequence.py [--quick] [--out FILE] [--seeds 0] [--n-train 64] [--threads 2]
+                                       [--resume] [--merge FILE ...]
+
+Evaluation dominates on this CPU: after each task only the tasks seen so far and the next one are evaluated
+(configs/long_sequence.yaml: eval_tasks: seen_and_next), all that OP/BWT/FWT need.
 """
 from __future__ import annotations
 
@@ -11,8 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
-from _cl import ALL_METHODS, run_grid, summarise  # noqa: E402
+from _cl import ALL_METHODS, add_grid_arguments, run_or_merge  # noqa: E402
 from _common import SHARED_DATA, parser  # noqa: E402
+
+DISCUSSION_FILE = Path(__file__).resolve().parent / "results" / "long_sequence_discussion.md"
 
 
 def main() -> None:
@@ -21,6 +27,7 @@ def main() -> None:
     p.add_argument("--methods", default=None, help="default: all (--quick: seq, replay, recurrent_kif)")
     p.add_argument("--n-train", type=int, default=None, help="per task (default 64; --quick: 24)")
     p.add_argument("--n-test", type=int, default=None, help="per task (default 100; --quick: 40)")
+    add_grid_arguments(p)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if not (SHARED_DATA / "cl_benchmark").is_dir():
@@ -29,10 +36,11 @@ def main() -> None:
     methods = (args.methods or ("seq,replay,recurrent_kif" if args.quick else ",".join(ALL_METHODS))).split(",")
     n_train = args.n_train or (24 if args.quick else 64)
     n_test = args.n_test or (40 if args.quick else 100)
-    rows, root = run_grid("long_sequence.yaml", [4], seeds, methods, [f"data.n_train={n_train}", f"data.n_test={n_test}"])
     setting = {"benchmark": "Long Sequence (order 4)", "backbone": "all-MiniLM-L6-v2 + LoRA r8 (query, value)",
-               "seeds": seeds, "n_train": n_train, "n_test": n_test, "methods": methods, "run_folders": str(root)}
-    summarise(rows, setting, args.out, "")
+               "n_train": n_train, "n_test": n_test, "epochs": 1, "batch_size": 8, "lr": 1e-3}
+    discussion = DISCUSSION_FILE.read_text() if DISCUSSION_FILE.exists() else ""
+    run_or_merge(args, "long_sequence.yaml", [4], seeds, methods, [f"data.n_train={n_train}", f"data.n_test={n_test}"],
+                 setting, discussion)
 
 
 if __name__ == "__main__":

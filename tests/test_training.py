@@ -110,3 +110,38 @@ def test_unknown_method_and_lora_only_config_errors(cl_root, tmp_path):
         run_experiment(parse_config(tiny_config(cl_root, method="nope")), tmp_path / "a")
     with pytest.raises(ConfigError, match="unknown key"):
         create_method("replay", {"memory_fractoin": 0.1})
+
+
+def test_seen_and_next_evaluation_skips_only_cells_no_metric_needs(cl_root, tmp_path):
+    from conftest import toy_records, write_cl_task
+    write_cl_task(cl_root, "yelp", ["good", "bad"], toy_records(["good", "bad"], 24, "place"),
+                  toy_records(["good", "bad"], 8, "place"))
+    base = tiny_config(cl_root, max_steps=2)
+    base["data"]["tasks"] = ["agnews", "amazon", "yelp"]
+    full, _ = run_experiment(parse_config(base), tmp_path / "all")
+    base["training"]["eval_tasks"] = "seen_and_next"
+    part, folder = run_experiment(parse_config(base), tmp_path / "part")
+    # After task 0: tasks 0 and 1 (for FWT); yelp is skipped. Every evaluated cell equals the full run's.
+    assert [[v is None for v in row] for row in part.acc_matrix] == [[False, False, True], [False] * 3, [False] * 3]
+    assert part.acc_matrix[0][:2] == full.acc_matrix[0][:2] and part.acc_matrix[1:] == full.acc_matrix[1:]
+    assert (part.op, part.bwt, part.fwt) == (full.op, full.bwt, full.fwt)
+    assert "| – |" in (folder / "report.md").read_text() and (folder / "acc_matrix.png").stat().st_size > 0
+
+
+def test_evaluation_batches_by_length_and_keeps_the_examples_order():
+    from continual_lm.evaluation.evaluate import evaluate_task
+
+    class EchoBackbone:  # answers each example with its own target; records the batches it saw
+        model = torch.nn.Linear(1, 1)
+        batches: list[list[str]] = []
+
+        def predict(self, examples):
+            self.batches.append([ex.prompt for ex in examples])
+            return [ex.target for ex in examples]
+
+    prompts = ["a" * n for n in (5, 1, 4, 2, 3)]
+    examples = [Example(p, "yes" if len(p) % 2 else "no", "t", ("yes", "no")) for p in prompts]
+    backbone = EchoBackbone()
+    result = evaluate_task(backbone, Task("t", examples, examples), batch_size=2)  # type: ignore[arg-type]
+    assert result.predictions == [ex.target for ex in examples] and result.score == 100.0
+    assert backbone.batches == [["a", "aa"], ["aaa", "aaaa"], ["aaaaa"]]

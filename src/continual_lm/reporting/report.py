@@ -8,7 +8,8 @@ def _fmt(x: float | None) -> str:
     return "–" if x is None else f"{x:.1f}"
 
 
-def matrix_table(tasks: list[str], stages: list[str], acc_matrix: list[list[float]], initial: list[float]) -> str:
+def matrix_table(tasks: list[str], stages: list[str], acc_matrix: list[list[float | None]],
+                 initial: list[float]) -> str:
     lines = ["| after \\ on | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|",
              "| (initial) | " + " | ".join(_fmt(x) for x in initial) + " |"]
     lines += [f"| {s} | " + " | ".join(_fmt(x) for x in row) + " |" for s, row in zip(stages, acc_matrix)]
@@ -50,19 +51,23 @@ def comparison_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def plot_matrix(path: Path, tasks: list[str], stages: list[str], acc_matrix: list[list[float]], title: str) -> None:
+def plot_matrix(path: Path, tasks: list[str], stages: list[str], acc_matrix: list[list[float | None]],
+                title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(tasks), 1.0 + 0.6 * len(stages)))
-    im = ax.imshow(acc_matrix, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+    values = [[float("nan") if v is None else v for v in row] for row in acc_matrix]  # blank: not evaluated
+    im = ax.imshow(values, vmin=0, vmax=100, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right")
     ax.set_yticks(range(len(stages)), stages)
     ax.set_xlabel("evaluated task")
     ax.set_ylabel("after training on")
     for i, row in enumerate(acc_matrix):
         for j, v in enumerate(row):
+            if v is None:
+                continue
             ax.text(j, i, f"{v:.0f}", ha="center", va="center", color="w" if v < 60 else "k", fontsize=8)
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)

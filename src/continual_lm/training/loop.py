@@ -29,7 +29,7 @@ from .context import TrainContext
 class RunResult:
     tasks: list[str]
     stages: list[str]
-    acc_matrix: list[list[float]]
+    acc_matrix: list[list[float | None]]  # None: not evaluated (eval_tasks: seen_and_next)
     initial: list[float]
     op: float | None
     bwt: float | None
@@ -80,9 +80,12 @@ def steps_for(t: TrainSettings, n_examples: int, world: int) -> int:
     return max(1, math.ceil(t.epochs * n_examples / (t.batch_size * t.grad_accum * world)))
 
 
-def evaluate_all(backbone: Backbone, tasks: list[Task], cfg: ExperimentConfig) -> list[float]:
+def evaluate_all(backbone: Backbone, tasks: list[Task], cfg: ExperimentConfig,
+                 upto: int | None = None) -> list[float | None]:
+    """Scores of every task; with ``upto``, tasks after index ``upto`` are skipped (None)."""
     t = cfg.training
-    return [evaluate_task(backbone, task, t.eval_batch_size, t.eval_max_examples).score for task in tasks]
+    return [evaluate_task(backbone, task, t.eval_batch_size, t.eval_max_examples).score
+            if upto is None or i <= upto else None for i, task in enumerate(tasks)]
 
 
 def train_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone, method: Method | None = None,
@@ -103,7 +106,8 @@ def train_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone,
 
     initial = evaluate_all(backbone, tasks, cfg) if evaluate else []
     log({"event": "initial", "scores": dict(zip([t.name for t in tasks], initial))})
-    acc_matrix: list[list[float]] = []
+    acc_matrix: list[list[float | None]] = []
+    seen = -1  # the highest task index trained so far
     curve: dict[str, dict[str, float]] = {}
     stages = method.stages(tasks)
     for stage_index, stage in enumerate(stages):
@@ -161,13 +165,14 @@ def train_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone,
              "train_seconds": round(time.time() - stage_started - eval_seconds, 3)})
         if not evaluate:
             continue
-        row = evaluate_all(backbone, tasks, cfg)
+        seen = max(seen, *stage.task_indices)
+        row = evaluate_all(backbone, tasks, cfg, seen + 1 if cfg.training.eval_tasks == "seen_and_next" else None)
         acc_matrix.append(row)
         if watch:
             curve[stage.name] = {**points, "end": row[0]}
         log({"event": "eval", "stage": stage.name, "scores": dict(zip([t.name for t in tasks], row))})
         if show:
-            tqdm.write(f"after {stage.name}: " + "  ".join(f"{t.name}={s:.1f}" for t, s in zip(tasks, row)))
+            tqdm.write(f"after {stage.name}: " + "  ".join(f"{t.name}={s:.1f}" for t, s in zip(tasks, row) if s is not None))
 
     metrics = summarize(acc_matrix, initial) if evaluate else {"op": None, "bwt": None, "fwt": None}
     return RunResult([t.name for t in tasks], [s.name for s in stages], acc_matrix, initial, metrics["op"],  # type: ignore[arg-type]
