@@ -76,7 +76,7 @@ class TrainSettings(_Strict):
     warmup_ratio: float = 0.0
     grad_accum: int = 1
     max_grad_norm: float | None = 1.0
-    num_threads: int | None = 2
+    num_threads: int | None = None  # torch.set_num_threads for the run; None: leave it (benchmarks: --threads)
     eval_max_examples: int | None = None   # cap on test examples per evaluation (None: all)
     # Which tasks to evaluate after each stage: "all", or "seen_and_next" (the trained ones and the next one,
     # all that OP/BWT/FWT need; the other cells of the accuracy matrix stay empty). Saves ~40% on 15 tasks.
