@@ -95,7 +95,8 @@ def summarise(rows: list[dict], setting: dict, out: Path, discussion: str) -> No
     """Write ``out`` (JSON: setting, per-method mean ± std, every run) and its markdown table (``out`` .md)."""
     setting = {**setting, "orders": sorted({r["order"] for r in rows}), "seeds": sorted({r["seed"] for r in rows}),
                "methods": list(dict.fromkeys(r["method"] for r in rows)),
-               "runs_per_method": {m: s["runs"] for m, s in aggregate_by_method(rows).items()}}
+               "runs_per_method": {m: s["runs"] for m, s in aggregate_by_method(rows).items()},
+               "total_run_seconds": round(sum(r["seconds"] for r in rows))}
     per_method = aggregate_by_method(rows)
     table = method_table(per_method)
     write_results(out, {"setting": setting, "methods": per_method, "runs": rows, "environment": environment()})
