@@ -17,7 +17,7 @@ from _common import SHARED_DATA, environment, write_results
 
 from continual_lm.config import load_config
 from continual_lm.experiments.runner import run_experiment
-from continual_lm.reporting.report import aggregate_by_method, method_table
+from continual_lm.reporting.report import aggregate_by_method, method_table, summary_row
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ALL_METHODS = ["seq", "inc_lora", "replay", "ewc", "o_lora", "tasl", "migu", "vr_mcl", "recurrent_kif", "mtl"]
@@ -82,17 +82,18 @@ def run_grid(config: str, orders: list[int], seeds: list[int], methods: list[str
                 folder = root / f"order{order}-seed{seed}-{method}"
                 started = time.time()
                 result, _ = run_experiment(cfg, folder)
-                rows.append({"run": folder.name, "folder": str(folder), "order": order, "seed": seed,
-                             "method": method, "op": result.op, "bwt": result.bwt, "fwt": result.fwt,
-                             "seconds": round(time.time() - started, 1), "threads": threads,
+                seconds = round(time.time() - started, 1)
+                rows.append({**summary_row(folder.name, {"method": method, **result.to_json(), "seconds": seconds}),
+                             "folder": str(folder), "order": order, "seed": seed, "threads": threads,
                              "tasks": result.tasks, "acc_matrix": result.acc_matrix, "initial": result.initial})
-                print(json.dumps({k: rows[-1][k] for k in ("run", "op", "bwt", "fwt", "seconds")}), flush=True)
+                print(json.dumps({k: rows[-1][k] for k in ("run", "op", "bwt", "fwt", "la", "seconds")}), flush=True)
                 save(sort_rows(rows))
     return sort_rows(rows)
 
 
 def summarise(rows: list[dict], setting: dict, out: Path, discussion: str) -> None:
     """Write ``out`` (JSON: setting, per-method mean ± std, every run) and its markdown table (``out`` .md)."""
+    rows = [{**r, **summary_row(r["run"], r)} for r in rows]  # (re)computes LA for runs recorded before it was
     setting = {**setting, "orders": sorted({r["order"] for r in rows}), "seeds": sorted({r["seed"] for r in rows}),
                "methods": list(dict.fromkeys(r["method"] for r in rows)),
                "runs_per_method": {m: s["runs"] for m, s in aggregate_by_method(rows).items()},
@@ -103,7 +104,8 @@ def summarise(rows: list[dict], setting: dict, out: Path, discussion: str) -> No
     md = out.with_suffix(".md")
     tmp = md.with_suffix(".md.tmp")
     tmp.write_text(f"# {setting['benchmark']}\n\n{json.dumps(setting)}\n\n"
-                   "Mean ± std over orders and seeds (scores in %; BWT/FWT are `–` for `mtl`, which has one joint "
+                   "Mean ± std over orders and seeds (scores in %; LA = learning accuracy, the mean score of each "
+                   "task right after its own training; BWT/FWT/LA are `–` for `mtl`, which has one joint "
                    f"stage).\n\n{table}\n\n{discussion}\n", encoding="utf-8")
     tmp.replace(md)
     print(table)

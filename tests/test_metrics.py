@@ -1,7 +1,7 @@
 import pytest
 
-from continual_lm.evaluation.metrics import (backward_transfer, exact_match, forward_transfer, normalize_answer,
-                                             overall_performance, rouge_l, score, summarize)
+from continual_lm.evaluation.metrics import (backward_transfer, exact_match, forward_transfer, learning_accuracy,
+                                             normalize_answer, overall_performance, rouge_l, score, summarize)
 
 MATRIX = [[80.0, 10.0, 5.0],
           [60.0, 90.0, 20.0],
@@ -15,12 +15,15 @@ def test_op_bwt_fwt_hand_computed():
     assert backward_transfer(MATRIX) == pytest.approx(-25.0)
     # FWT: ((10-4) + (20-15)) / 2 = 5.5
     assert forward_transfer(MATRIX, INITIAL) == pytest.approx(5.5)
-    assert summarize(MATRIX, INITIAL) == pytest.approx({"op": 205 / 3, "bwt": -25.0, "fwt": 5.5})
+    # LA: (80 + 90 + 85) / 3 = 85
+    assert learning_accuracy(MATRIX) == pytest.approx(85.0)
+    assert summarize(MATRIX, INITIAL) == pytest.approx({"op": 205 / 3, "bwt": -25.0, "fwt": 5.5, "la": 85.0})
 
 
 def test_single_stage_matrix_has_no_bwt_fwt():
     assert backward_transfer([[70.0, 30.0]]) is None
     assert forward_transfer([[70.0, 30.0]], [0.0, 0.0]) is None
+    assert learning_accuracy([[70.0, 30.0]]) is None
     assert overall_performance([[70.0, 30.0]]) == 50.0
 
 

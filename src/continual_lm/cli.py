@@ -34,15 +34,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_default_experiment(args.out, cfg, methods)
         return 0
     if methods:  # one run per method, then the comparison table
-        from .reporting.report import comparison_table
+        from .reporting.report import comparison_table, summary_row
         from .reporting.run_folder import default_run_dir
         root = args.out or default_run_dir(cfg.name)
         rows = []
         for name in methods:
             result, folder = run_experiment(cfg.model_copy(update={"method": cfg.method.model_copy(
                 update={"name": name, "params": {}})}), Path(root) / name)
-            rows.append({"run": folder.name, "method": name, "op": result.op, "bwt": result.bwt, "fwt": result.fwt,
-                         "seconds": result.seconds})
+            rows.append(summary_row(folder.name, {"method": name, **result.to_json()}))
         print(comparison_table(rows))
         return 0
     result, folder = run_experiment(cfg, args.out)
@@ -72,19 +71,19 @@ def load_run_metrics(folder: Path) -> dict:
     if not path.exists():
         raise DataError(f"{folder}: not a finished run (no metrics.json)")
     metrics = read_json(path)
-    for key in ("method", "op", "bwt", "fwt", "seconds"):
+    for key in ("method", "op", "bwt", "fwt", "seconds", "acc_matrix"):
         if key not in metrics:
             raise DataError(f"{path}: missing key {key!r}")
     return metrics
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .reporting.report import aggregate_by_method, comparison_table, method_table
+    from .reporting.report import aggregate_by_method, comparison_table, method_table, summary_row
 
     rows = []
     for d in args.runs:
         m = load_run_metrics(Path(d))
-        rows.append({"run": Path(d).name, **{k: m[k] for k in ("method", "op", "bwt", "fwt", "seconds")}})
+        rows.append(summary_row(Path(d).name, m))
     print(method_table(aggregate_by_method(rows)) if args.by_method else comparison_table(rows))
     return 0
 

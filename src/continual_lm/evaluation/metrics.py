@@ -4,6 +4,7 @@
 - OP  = mean_j acc_matrix[K-1][j]
 - BWT = mean_{j<K-1} (acc_matrix[K-1][j] - acc_matrix[j][j])
 - FWT = mean_{j>0} (acc_matrix[j-1][j] - initial[j])   (initial = the untrained model's score)
+- LA  = mean_j acc_matrix[j][j]   (learning accuracy: each task right after its training — plasticity)
 """
 from __future__ import annotations
 
@@ -88,6 +89,14 @@ def forward_transfer(acc_matrix: Sequence[Sequence[float]], initial: Sequence[fl
     return _mean([acc_matrix[j - 1][j] - initial[j] for j in range(1, k)])
 
 
+def learning_accuracy(acc_matrix: Sequence[Sequence[float]]) -> float | None:
+    """None when the matrix is not square (a single joint stage has no 'right after its training')."""
+    k = len(acc_matrix[-1])
+    if len(acc_matrix) != k:
+        return None
+    return _mean([acc_matrix[j][j] for j in range(k)])
+
+
 def summarize(acc_matrix: Sequence[Sequence[float]], initial: Sequence[float]) -> dict[str, float | None]:
     return {"op": overall_performance(acc_matrix), "bwt": backward_transfer(acc_matrix),
-            "fwt": forward_transfer(acc_matrix, initial)}
+            "fwt": forward_transfer(acc_matrix, initial), "la": learning_accuracy(acc_matrix)}

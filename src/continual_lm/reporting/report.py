@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..evaluation.metrics import learning_accuracy
+
 
 def _fmt(x: float | None) -> str:
     return "–" if x is None else f"{x:.1f}"
@@ -20,6 +22,7 @@ def run_report(name: str, method: str, metrics: dict) -> str:
     return "\n".join([
         f"# {name} — {method}", "",
         f"OP **{_fmt(metrics['op'])}** · BWT **{_fmt(metrics['bwt'])}** · FWT **{_fmt(metrics['fwt'])}** · "
+        f"LA **{_fmt(metrics.get('la'))}** · "
         f"{metrics['seconds']:.0f} s", "",
         "Accuracy matrix (%): row = after training on that stage, column = evaluated task.", "",
         matrix_table(metrics["tasks"], metrics["stages"], metrics["acc_matrix"], metrics["initial"]), "",
@@ -42,12 +45,19 @@ def forgetting_table(rows: list[dict] | None) -> list[str]:
     return out + [""]
 
 
+def summary_row(run: str, metrics: dict) -> dict:
+    """One run's line in the comparison tables, from its metrics (metrics.json or RunResult.to_json() + method).
+    LA is recomputed from the matrix so that runs written before it was recorded compare too."""
+    return {"run": run, "method": metrics["method"], "op": metrics["op"], "bwt": metrics["bwt"],
+            "fwt": metrics["fwt"], "la": learning_accuracy(metrics["acc_matrix"]), "seconds": metrics["seconds"]}
+
+
 def comparison_table(rows: list[dict]) -> str:
-    """rows: {"run", "method", "op", "bwt", "fwt", "seconds"} -> a markdown table."""
-    out = ["| run | method | OP | BWT | FWT | seconds |", "|---|---|---|---|---|---|"]
+    """rows: summary_row(...) per run -> a markdown table."""
+    out = ["| run | method | OP | BWT | FWT | LA | seconds |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['run']} | {r['method']} | {_fmt(r['op'])} | {_fmt(r['bwt'])} | {_fmt(r['fwt'])} | "
-                   f"{r['seconds']:.0f} |")
+                   f"{_fmt(r['la'])} | {r['seconds']:.0f} |")
     return "\n".join(out)
 
 
@@ -85,15 +95,16 @@ def _mean_std(values: list[float]) -> tuple[float, float] | None:
 
 
 def aggregate_by_method(rows: list[dict]) -> dict[str, dict]:
-    """rows: {"method", "op", "bwt", "fwt", "seconds"} per run -> per method mean/std of each (runs in order seen)."""
+    """rows: summary_row(...) per run -> per method mean/std of each (runs in order seen)."""
+    keys = ("op", "bwt", "fwt", "la", "seconds")
     out: dict[str, dict] = {}
     for r in rows:
-        out.setdefault(r["method"], {"runs": 0, "op": [], "bwt": [], "fwt": [], "seconds": []})
+        out.setdefault(r["method"], {"runs": 0, **{k: [] for k in keys}})
         out[r["method"]]["runs"] += 1
-        for k in ("op", "bwt", "fwt", "seconds"):
+        for k in keys:
             out[r["method"]][k].append(r[k])
     for stats in out.values():
-        for k in ("op", "bwt", "fwt", "seconds"):
+        for k in keys:
             ms = _mean_std(stats[k])
             stats[k] = None if ms is None else {"mean": round(ms[0], 2), "std": round(ms[1], 2)}
     return out
@@ -102,8 +113,8 @@ def aggregate_by_method(rows: list[dict]) -> dict[str, dict]:
 def method_table(per_method: dict[str, dict]) -> str:
     def cell(x):
         return "–" if x is None else f"{x['mean']:.1f} ± {x['std']:.1f}"
-    out = ["| method | runs | OP | BWT | FWT | seconds / run |", "|---|---|---|---|---|---|"]
+    out = ["| method | runs | OP | BWT | FWT | LA | seconds / run |", "|---|---|---|---|---|---|---|"]
     for name, s in per_method.items():
         out.append(f"| {name} | {s['runs']} | {cell(s['op'])} | {cell(s['bwt'])} | {cell(s['fwt'])} | "
-                   f"{s['seconds']['mean']:.0f} |")
+                   f"{cell(s['la'])} | {s['seconds']['mean']:.0f} |")
     return "\n".join(out)

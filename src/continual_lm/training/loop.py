@@ -38,6 +38,7 @@ class RunResult:
     curve: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> {step: score on task 0}
     method_report: dict = field(default_factory=dict)                  # what the method reports of itself
     processes: int = 1                                                 # data-parallel processes that trained
+    la: float | None = None                                            # learning accuracy (metrics.py)
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -174,8 +175,8 @@ def train_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone,
         if show:
             tqdm.write(f"after {stage.name}: " + "  ".join(f"{t.name}={s:.1f}" for t, s in zip(tasks, row) if s is not None))
 
-    metrics = summarize(acc_matrix, initial) if evaluate else {"op": None, "bwt": None, "fwt": None}
+    metrics = summarize(acc_matrix, initial) if evaluate else {"op": None, "bwt": None, "fwt": None, "la": None}
     return RunResult([t.name for t in tasks], [s.name for s in stages], acc_matrix, initial, metrics["op"],  # type: ignore[arg-type]
                      metrics["bwt"], metrics["fwt"], round(time.time() - started, 2), curve, method.report(),
-                     accelerator.num_processes)
+                     accelerator.num_processes, metrics["la"])
 
