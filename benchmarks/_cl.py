@@ -55,6 +55,8 @@ def read_runs(path: Path, setting: dict) -> list[dict]:
 
 
 def merge_runs(files: list[Path], setting: dict) -> list[dict]:
+    """The runs of ``files``, pooled. An (order, seed) cell that lacks some of the methods (a grid still running or
+    cut short) is left out, so that every method is averaged over the same cells."""
     rows: dict[tuple, dict] = {}
     for path in files:
         for row in read_runs(path, setting):
@@ -62,7 +64,15 @@ def merge_runs(files: list[Path], setting: dict) -> list[dict]:
                 sys.exit(f"error: {path}: run order {row['order']} seed {row['seed']} {row['method']} "
                          "is also in an earlier file")
             rows[run_key(row)] = row
-    return sort_rows(list(rows.values()))
+    methods = {r["method"] for r in rows.values()}
+    cells: dict[tuple, set] = {}
+    for order, seed, method in rows:
+        cells.setdefault((order, seed), set()).add(method)
+    for (order, seed), present in sorted(cells.items()):
+        if present != methods:
+            print(f"left out order {order} seed {seed}: no run of {', '.join(sorted(methods - present))}",
+                  file=sys.stderr)
+    return sort_rows([r for k, r in rows.items() if cells[k[:2]] == methods])
 
 
 def run_grid(config: str, orders: list[int], seeds: list[int], methods: list[str], overrides: list[str],

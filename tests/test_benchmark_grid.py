@@ -17,12 +17,14 @@ def results_file(path: Path, runs: list[tuple], **setting) -> Path:
     return path
 
 
-def test_merge_pools_runs_in_grid_order(tmp_path):
-    a = results_file(tmp_path / "a.json", [(2, 0, "mtl", 1.0), (2, 0, "seq", 2.0)])
-    b = results_file(tmp_path / "b.json", [(1, 1, "replay", 3.0), (1, 0, "recurrent_kif", 4.0), (1, 0, "seq", 5.0)])
+def test_merge_pools_complete_cells_in_grid_order(tmp_path, capsys):
+    a = results_file(tmp_path / "a.json", [(2, 0, "mtl", 1.0), (2, 0, "seq", 2.0), (2, 0, "recurrent_kif", 0.0)])
+    b = results_file(tmp_path / "b.json", [(1, 1, "seq", 3.0), (1, 0, "recurrent_kif", 4.0), (1, 0, "seq", 5.0),
+                                           (1, 0, "mtl", 6.0)])
     rows = merge_runs([a, b], SETTING)
     assert [(r["order"], r["seed"], r["method"]) for r in rows] == [
-        (1, 0, "seq"), (1, 0, "recurrent_kif"), (1, 1, "replay"), (2, 0, "seq"), (2, 0, "mtl")]
+        (1, 0, "seq"), (1, 0, "recurrent_kif"), (1, 0, "mtl"), (2, 0, "seq"), (2, 0, "recurrent_kif"), (2, 0, "mtl")]
+    assert "left out order 1 seed 1: no run of mtl, recurrent_kif" in capsys.readouterr().err
 
 
 def test_merge_refuses_duplicates_and_different_settings(tmp_path, capsys):
