@@ -104,12 +104,11 @@ def run_grid(config: str, orders: list[int], seeds: list[int], methods: list[str
 def summarise(rows: list[dict], setting: dict, out: Path, discussion: str) -> None:
     """Write ``out`` (JSON: setting, per-method mean ± std, every run) and its markdown table (``out`` .md)."""
     rows = [{**r, **summary_row(r["run"], r)} for r in rows]  # (re)computes LA for runs recorded before it was
-    setting = {**setting, "orders": sorted({r["order"] for r in rows}), "seeds": sorted({r["seed"] for r in rows}),
-               "cells": sorted({(r["order"], r["seed"]) for r in rows}),
-               "methods": list(dict.fromkeys(r["method"] for r in rows)),
-               "runs_per_method": {m: s["runs"] for m, s in aggregate_by_method(rows).items()},
-               "total_run_seconds": round(sum(r["seconds"] for r in rows))}
     per_method = aggregate_by_method(rows)
+    setting = {**setting, "orders": sorted({r["order"] for r in rows}), "seeds": sorted({r["seed"] for r in rows}),
+               "cells": sorted({(r["order"], r["seed"]) for r in rows}), "methods": list(per_method),
+               "runs_per_method": {m: s["runs"] for m, s in per_method.items()},
+               "total_run_seconds": round(sum(r["seconds"] for r in rows))}
     table = method_table(per_method)
     write_results(out, {"setting": setting, "methods": per_method, "runs": rows, "environment": environment()})
     md = out.with_suffix(".md")

@@ -173,7 +173,8 @@ def train_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone,
             curve[stage.name] = {**points, "end": row[0]}
         log({"event": "eval", "stage": stage.name, "scores": dict(zip([t.name for t in tasks], row))})
         if show:
-            tqdm.write(f"after {stage.name}: " + "  ".join(f"{t.name}={s:.1f}" for t, s in zip(tasks, row) if s is not None))
+            tqdm.write(f"after {stage.name}: "
+                       + "  ".join(f"{t.name}={s:.1f}" for t, s in zip(tasks, row) if s is not None))
 
     metrics = summarize(acc_matrix, initial) if evaluate else {"op": None, "bwt": None, "fwt": None, "la": None}
     return RunResult([t.name for t in tasks], [s.name for s in stages], acc_matrix, initial, metrics["op"],  # type: ignore[arg-type]
