@@ -7,9 +7,12 @@ from continual_lm.analysis.analyze import analyze
 from continual_lm.analysis.angles import layer_and_type, pearson, principal_angles, top_subspace
 from continual_lm.analysis.landscape import project
 from continual_lm.analysis.recovery import decompose_forgetting
+from continual_lm.analysis.run_loader import load_run
 from continual_lm.cli import main
 from continual_lm.config import parse_config
+from continual_lm.evaluation.evaluate import evaluate_task
 from continual_lm.experiments.runner import run_experiment
+from continual_lm.models.weights import effective_matrices
 from test_biography import TINY_BIO
 
 
@@ -93,3 +96,31 @@ def test_analyze_writes_json_and_plots(tiny_run, capsys):
     assert results["fisher"]["matrices"] and all(r["fisher"] >= 0 for r in results["fisher"]["matrices"])
     assert main(["analyze", str(tiny_run), "--what", "angles", "--split", "4"]) == 0
     assert json.loads((tiny_run / "analysis" / "angles.json").read_text())["split_step"] == 4
+
+
+def test_per_task_adapters_are_restored_from_checkpoints(tmp_path, monkeypatch):
+    """An IncLoRA run's checkpoints hold one adapter per task trained so far; loading one makes exactly those
+    adapters active, so the loaded model scores what the run recorded and the analyses see every task's update."""
+    monkeypatch.setenv("CONTINUAL_LM_CACHE", str(tmp_path / "cache"))
+    raw = {**TINY_BIO, "model": {**TINY_BIO["model"], "finetune": "lora", "lora": {"r": 4, "alpha": 8}},
+           "method": {"name": "inc_lora"}, "checkpoint_steps": [0, 3], "curve_steps": []}
+    _, folder = run_experiment(parse_config(raw), tmp_path / "run")
+    run = load_run(folder)
+    assert run.backbone.model.active_adapters == ["default"]  # as built, before any checkpoint
+
+    run.load("task1", "end")
+    assert sorted(run.backbone.model.active_adapters) == ["default", "task1"]
+    scores = [evaluate_task(run.backbone, t, 64).score for t in run.tasks]
+    assert scores == pytest.approx(run.metrics["acc_matrix"][1])
+    end = effective_matrices(run.backbone)
+
+    run.load("task0", "end")
+    assert run.backbone.model.active_adapters == ["default"]
+    assert evaluate_task(run.backbone, run.tasks[0], 64).score == pytest.approx(run.metrics["acc_matrix"][0][0])
+    task0_end = effective_matrices(run.backbone)
+    # task1's adapter starts with B = 0 and task0's is frozen: task1 step 0 is task0's end exactly.
+    run.load("task1", 0)
+    start = effective_matrices(run.backbone)
+    assert all(torch.equal(start[n], task0_end[n]) for n in start)
+    assert any(not torch.equal(start[n], end[n]) for n in start)
+    assert analyze(folder, ["angles"], split=3)["angles"]["pairs"]

@@ -10,15 +10,18 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from ..errors import DataError
+from .adapters import activate_adapters, adapter_of
 from .backbone import Backbone
 
 
 def tracked_parameters(backbone: Backbone) -> dict[str, nn.Parameter]:
-    """What a checkpoint holds: the LoRA matrices under LoRA, every parameter under full fine-tuning
-    (so a checkpoint is complete even if a method freezes some of them later)."""
+    """What a checkpoint holds: the LoRA matrices of the active adapters under LoRA (every adapter of IncLoRA and
+    O-LoRA is active), every parameter under full fine-tuning (so a checkpoint is complete even if a method freezes
+    some of them later)."""
     named = dict(backbone.model.named_parameters())  # tied weights appear once
     if backbone.settings.finetune == "lora":
-        return {n: p for n, p in named.items() if ".lora_" in n}
+        active = set(backbone.model.active_adapters)
+        return {n: p for n, p in named.items() if adapter_of(n) in active}
     return named
 
 
@@ -34,10 +37,15 @@ def load_checkpoint(backbone: Backbone, path: str | Path) -> None:
     if not path.exists():
         raise DataError(f"{path}: checkpoint not found")
     state = load_file(str(path))
+    if backbone.settings.finetune == "lora":
+        # The checkpoint's adapters become the active ones (IncLoRA/O-LoRA: as many as tasks trained by then).
+        adapters = list(dict.fromkeys(a for a in map(adapter_of, state) if a is not None))
+        if adapters:
+            activate_adapters(backbone, adapters)
     params = tracked_parameters(backbone)
     missing = sorted(set(state) - set(params))
     if missing:
-        raise DataError(f"{path}: parameters not in this model (e.g. {missing[0]}); per-task adapters are not restored")
+        raise DataError(f"{path}: parameters not in this model (e.g. {missing[0]})")
     with torch.no_grad():
         for n, t in state.items():
             params[n].copy_(t.to(params[n].device))
