@@ -29,6 +29,9 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="keep the runs already in --out (same settings), run the rest")
     p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="FILE",
                    help="run nothing: combine these results files (same settings) into --out")
+    p.add_argument("--runs", type=Path, default=None, metavar="DIR",
+                   help="where the run folders go (default: a new temporary folder); "
+                        "`continual-lm compare --by-method DIR/*` tabulates them")
 
 
 def run_key(row: dict) -> tuple:
@@ -76,28 +79,34 @@ def merge_runs(files: list[Path], setting: dict) -> list[dict]:
 
 
 def run_grid(config: str, orders: list[int], seeds: list[int], methods: list[str], overrides: list[str],
-             threads: int, save, done: list[dict] = ()) -> list[dict]:
-    """Run every (order, seed, method) not in ``done``; ``save(rows)`` after each run."""
-    root = Path(tempfile.mkdtemp(prefix="clm-cl-"))
+             threads: int, save, done: list[dict] = (), runs: Path | None = None) -> list[dict]:
+    """Run every (order, seed, method) not in ``done`` into a folder under ``runs``; ``save(rows)`` after each."""
     rows = list(done)
     have = {run_key(r) for r in rows}
-    for order in orders:
-        for seed in seeds:
-            for method in methods:
-                if (order, seed, method) in have:
-                    continue
-                cfg = load_config(CONFIGS / config, [f"data.data_dir={SHARED_DATA / 'cl_benchmark'}",
-                                                     f"data.order={order}", f"seed={seed}", f"method.name={method}",
-                                                     f"training.num_threads={threads}", *overrides])
-                folder = root / f"order{order}-seed{seed}-{method}"
-                started = time.time()
-                result, _ = run_experiment(cfg, folder)
-                seconds = round(time.time() - started, 1)
-                rows.append({**summary_row(folder.name, {"method": method, **result.to_json(), "seconds": seconds}),
-                             "folder": str(folder), "order": order, "seed": seed, "threads": threads,
-                             "tasks": result.tasks, "acc_matrix": result.acc_matrix, "initial": result.initial})
-                print(json.dumps({k: rows[-1][k] for k in ("run", "op", "bwt", "fwt", "la", "seconds")}), flush=True)
-                save(sort_rows(rows))
+    todo = [(o, s, m) for o in orders for s in seeds for m in methods if (o, s, m) not in have]
+    root = runs.resolve() if runs is not None else Path(tempfile.mkdtemp(prefix="clm-cl-"))
+
+    def folder_of(order: int, seed: int, method: str) -> Path:
+        return root / f"order{order}-seed{seed}-{method}"
+
+    for folder in (folder_of(*key) for key in todo):
+        if (folder / "metrics.json").exists():
+            sys.exit(f"error: {folder}: holds a finished run that the results file does not list; "
+                     "pass that results file with --resume, or choose another --runs")
+    print(f"run folders: {root}", file=sys.stderr)
+    for order, seed, method in todo:
+        cfg = load_config(CONFIGS / config, [f"data.data_dir={SHARED_DATA / 'cl_benchmark'}",
+                                             f"data.order={order}", f"seed={seed}", f"method.name={method}",
+                                             f"training.num_threads={threads}", *overrides])
+        folder = folder_of(order, seed, method)
+        started = time.time()
+        result, _ = run_experiment(cfg, folder)
+        seconds = round(time.time() - started, 1)
+        rows.append({**summary_row(folder.name, {"method": method, **result.to_json(), "seconds": seconds}),
+                     "folder": str(folder), "order": order, "seed": seed, "threads": threads,
+                     "tasks": result.tasks, "acc_matrix": result.acc_matrix, "initial": result.initial})
+        print(json.dumps({k: rows[-1][k] for k in ("run", "op", "bwt", "fwt", "la", "seconds")}), flush=True)
+        save(sort_rows(rows))
     return sort_rows(rows)
 
 
@@ -132,6 +141,6 @@ def run_or_merge(args: argparse.Namespace, config: str, orders: list[int], seeds
         save(merge_runs(args.merge, setting))
         return
     done = read_runs(args.out, setting) if args.resume and args.out.exists() else []
-    rows = run_grid(config, orders, seeds, methods, overrides, args.threads, save, done)
+    rows = run_grid(config, orders, seeds, methods, overrides, args.threads, save, done, args.runs)
     if rows:
         save(rows)

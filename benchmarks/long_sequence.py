@@ -3,7 +3,7 @@
 Default size: n_train 64 per task, n_test 100, 1 seed.
 
     python benchmarks/long_sequence.py [--quick] [--out FILE] [--seeds 0] [--n-train 64] [--threads 2]
-                                       [--resume] [--merge FILE ...]
+                                       [--resume] [--merge FILE ...] [--runs DIR]
 
 Evaluation dominates on this CPU: after each task only the tasks seen so far and the next one are evaluated
 (configs/long_sequence.yaml: eval_tasks: seen_and_next), all that OP/BWT/FWT need.

@@ -5,7 +5,7 @@ Default size: n_train 200 per task (1 epoch, batch 8) and n_test 200: one order 
 takes about 20-25 minutes on the 2-core CPU; the full grid (3 orders × 3 seeds) about 9 times that.
 
     python benchmarks/standard_cl.py [--quick] [--out FILE] [--orders 1,2,3] [--seeds 0,1,2] [--n-train 200]
-                                     [--threads 2] [--resume] [--merge FILE ...]
+                                     [--threads 2] [--resume] [--merge FILE ...] [--runs DIR]
 
 The grid can be split: e.g. two processes with --threads 1 and different --orders/--seeds (about 20% more
 throughput on 2 cores than one process with 2 threads), each with its own --out, then --merge their files.

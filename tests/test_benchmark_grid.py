@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from _cl import merge_runs, read_runs  # noqa: E402
+import _cl  # noqa: E402
+from _cl import merge_runs, read_runs, run_grid  # noqa: E402
 
 SETTING = {"benchmark": "Standard CL", "backbone": "b", "n_train": 200, "n_test": 200}
 
@@ -37,3 +38,35 @@ def test_merge_refuses_duplicates_and_different_settings(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(SystemExit, match="bad.json: not a benchmark results file"):
         read_runs(tmp_path / "bad.json", SETTING)
+
+
+class FakeResult:
+    """What run_grid reads of a RunResult, for a 2-task run."""
+    tasks, initial, acc_matrix = ["a", "b"], [0.0, 0.0], [[80.0, 10.0], [60.0, 90.0]]
+
+    def to_json(self) -> dict:
+        return {"op": 75.0, "bwt": -20.0, "fwt": 10.0, "acc_matrix": self.acc_matrix, "seconds": 1.0}
+
+
+def fake_run_experiment(cfg, folder):
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text("{}")
+    return FakeResult(), folder
+
+
+def test_grid_writes_run_folders_under_runs_and_skips_done_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(_cl, "load_config", lambda path, overrides: overrides)
+    monkeypatch.setattr(_cl, "run_experiment", fake_run_experiment)
+    saved = []
+    done = [{"order": 1, "seed": 0, "method": "seq", "op": 1.0}]
+    rows = run_grid("standard_cl.yaml", [1], [0, 1], ["seq", "mtl"], [], 1, saved.append, done, tmp_path / "runs")
+    assert [(r["order"], r["seed"], r["method"]) for r in rows] == [(1, 0, "seq"), (1, 0, "mtl"), (1, 1, "seq"),
+                                                                   (1, 1, "mtl")]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["order1-seed0-mtl", "order1-seed1-mtl",
+                                                                    "order1-seed1-seq"]
+    assert rows[1]["folder"] == str(tmp_path / "runs" / "order1-seed0-mtl") and rows[1]["la"] == 85.0
+    assert len(saved) == 3 and len(saved[-1]) == 4  # the results file is rewritten after every run
+    # A finished run folder the results file does not list is refused before anything runs.
+    with pytest.raises(SystemExit, match="order1-seed0-mtl: holds a finished run that the results file does not list"):
+        run_grid("standard_cl.yaml", [1], [0], ["mtl"], [], 1, saved.append, [], tmp_path / "runs")
+    assert len(saved) == 3
