@@ -17,7 +17,8 @@ from _common import SHARED_DATA, environment, write_results
 
 from continual_lm.config import load_config
 from continual_lm.experiments.runner import run_experiment
-from continual_lm.reporting.report import aggregate_by_method, method_table, summary_row
+from continual_lm.reporting.report import (aggregate_by_method, method_table, paired_differences, paired_table,
+                                          summary_row)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ALL_METHODS = ["seq", "inc_lora", "replay", "ewc", "o_lora", "tasl", "migu", "vr_mcl", "recurrent_kif", "mtl"]
@@ -119,7 +120,13 @@ def summarise(rows: list[dict], setting: dict, out: Path, discussion: str) -> No
                "runs_per_method": {m: s["runs"] for m, s in per_method.items()},
                "total_run_seconds": round(sum(r["seconds"] for r in rows))}
     table = method_table(per_method)
-    write_results(out, {"setting": setting, "methods": per_method, "runs": rows, "environment": environment()})
+    paired = paired_differences(rows, "seq", ("op", "bwt", "la")) if "seq" in per_method else {}
+    if paired:
+        table += ("\n\nDifference from `seq` on the same (order, seed) cell, mean ± standard error over the cells "
+                  "(pairing removes what an order or a seed does to every method; beyond about 2 standard errors a "
+                  f"difference is unlikely to be noise):\n\n{paired_table(paired, 'seq')}")
+    write_results(out, {"setting": setting, "methods": per_method, "paired_vs_seq": paired, "runs": rows,
+                        "environment": environment()})
     md = out.with_suffix(".md")
     tmp = md.with_suffix(".md.tmp")
     tmp.write_text(f"# {setting['benchmark']}\n\n{json.dumps(setting)}\n\n"

@@ -2,6 +2,7 @@ import pytest
 
 from continual_lm.evaluation.metrics import (backward_transfer, exact_match, forward_transfer, learning_accuracy,
                                              normalize_answer, overall_performance, rouge_l, score, summarize)
+from continual_lm.reporting.report import paired_differences, paired_table
 
 MATRIX = [[80.0, 10.0, 5.0],
           [60.0, 90.0, 20.0],
@@ -49,3 +50,16 @@ def test_score_rejects_mismatch_and_empty():
         score("exact_match", ["a"], [])
     with pytest.raises(ValueError):
         score("exact_match", [], [])
+
+
+def test_paired_differences_hand_computed():
+    def row(method, order, seed, op, bwt):
+        return {"method": method, "order": order, "seed": seed, "op": op, "bwt": bwt}
+    rows = [row("seq", 1, 0, 60.0, 0.0), row("seq", 1, 1, 62.0, -1.0), row("seq", 2, 0, 58.0, 1.0),
+            row("a", 1, 0, 61.0, -1.0), row("a", 1, 1, 65.0, -2.0), row("a", 2, 0, 58.0, 0.0),
+            row("mtl", 1, 0, 64.0, None), row("mtl", 3, 0, 70.0, None)]  # (3, 0): seq has no run there
+    diffs = paired_differences(rows, "seq")
+    # a − seq: OP 1, 3, 0 → mean 4/3, sample std √(14/3 / 2) = 1.528, se 1.528/√3 = 0.88; BWT −1 each time.
+    assert diffs["a"] == {"cells": 3, "op": {"mean": 1.33, "se": 0.88}, "bwt": {"mean": -1.0, "se": 0.0}}
+    assert diffs["mtl"] == {"cells": 1, "op": {"mean": 4.0, "se": None}, "bwt": None}
+    assert paired_table(diffs, "seq").splitlines()[2:] == ["| a | 3 | +1.3 ± 0.9 | -1.0 ± 0.0 |", "| mtl | 1 | +4.0 | – |"]

@@ -110,6 +110,46 @@ def aggregate_by_method(rows: list[dict]) -> dict[str, dict]:
     return out
 
 
+def paired_differences(rows: list[dict], baseline: str, keys: tuple[str, ...] = ("op", "bwt"),
+                       pair: tuple[str, ...] = ("order", "seed")) -> dict[str, dict]:
+    """Per method other than ``baseline``: mean and standard error (sample std / √n) of (its value − the
+    baseline's) over the cells (``pair`` values) both ran. Pairing cancels what a cell does to every method
+    (an easy order, a lucky seed), so a difference of more than about 2 standard errors is unlikely to be noise."""
+    base = {tuple(r[k] for k in pair): r for r in rows if r["method"] == baseline}
+    diffs: dict[str, dict[str, list[float]]] = {}
+    for r in rows:
+        other = base.get(tuple(r[k] for k in pair))
+        if r["method"] == baseline or other is None:
+            continue
+        per_key = diffs.setdefault(r["method"], {k: [] for k in keys})
+        for k in keys:
+            if r[k] is not None and other[k] is not None:
+                per_key[k].append(r[k] - other[k])
+    out: dict[str, dict] = {}
+    for method, per_key in diffs.items():
+        out[method] = {"cells": max(len(v) for v in per_key.values())}
+        for k, values in per_key.items():
+            n = len(values)
+            if n == 0:
+                out[method][k] = None
+                continue
+            mean = sum(values) / n
+            se = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 / n ** 0.5 if n > 1 else None
+            out[method][k] = {"mean": round(mean, 2), "se": None if se is None else round(se, 2)}
+    return out
+
+
+def paired_table(diffs: dict[str, dict], baseline: str) -> str:
+    def cell(x):
+        return "–" if x is None else f"{x['mean']:+.1f}" + ("" if x["se"] is None else f" ± {x['se']:.1f}")
+    keys = [k for k in next(iter(diffs.values()), {}) if k != "cells"]
+    out = ["| method | cells | " + " | ".join(f"{k.upper()} − {baseline}" for k in keys) + " |",
+           "|---|---|" + "---|" * len(keys)]
+    for name, d in diffs.items():
+        out.append(f"| {name} | {d['cells']} | " + " | ".join(cell(d[k]) for k in keys) + " |")
+    return "\n".join(out)
+
+
 def method_table(per_method: dict[str, dict]) -> str:
     def cell(x):
         return "–" if x is None else f"{x['mean']:.1f} ± {x['std']:.1f}"
