@@ -32,7 +32,7 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> None:
                    help="run nothing: combine these results files (same settings) into --out")
     p.add_argument("--runs", type=Path, default=None, metavar="DIR",
                    help="where the run folders go (default: a new temporary folder); "
-                        "`continual-lm compare --by-method DIR/*` tabulates them")
+                        "`continual-lm compare --paired seq DIR/*` tabulates them")
 
 
 def run_key(row: dict) -> tuple:

@@ -71,3 +71,24 @@ def test_malformed_yaml_and_unknown_key(tmp_path):
     p.write_text(yaml.safe_dump({"model": {"kind": "encoder", "tiny": {"arch": "bert"}}, "data": {"benchmark": "biography"}}))
     with pytest.raises(ConfigError, match="biography benchmark needs a causal LM"):
         load_config(p)
+
+
+def test_compare_paired_hand_computed(tmp_path, capsys):
+    """Runs pair by (task sequence, seed): b − a over two seeds is OP +2 and +4 → +3.0 ± 1.0."""
+    def fake_run(name, method, seed, op, tasks=("x", "y")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "method": {"name": method}}))
+        (folder / "metrics.json").write_text(json.dumps({
+            "method": method, "tasks": list(tasks), "op": op, "bwt": 0.0, "fwt": 0.0, "seconds": 1.0,
+            "acc_matrix": [[op, 0.0], [op, op]]}))
+        return str(folder)
+    runs = [fake_run("a0", "a", 0, 50.0), fake_run("a1", "a", 1, 60.0), fake_run("b0", "b", 0, 52.0),
+            fake_run("b1", "b", 1, 64.0), fake_run("b2", "b", 2, 99.0), fake_run("b0r", "b", 0, 99.0, ("y", "x"))]
+    assert main(["compare", *runs, "--paired", "a"]) == 0
+    out = capsys.readouterr().out
+    assert "| b | 4 | 78.5 ± 20.9 |" in out  # --paired implies the per-method table (population std)
+    assert out.strip().splitlines()[-1] == "| b | 2 | +3.0 ± 1.0 | +0.0 ± 0.0 | +3.0 ± 1.0 |"
+    proc = subprocess.run([sys.executable, "-m", "continual_lm.cli", "compare", *runs, "--paired", "c"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: --paired c: no run of that method among the runs given"

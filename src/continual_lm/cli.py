@@ -77,14 +77,36 @@ def load_run_metrics(folder: Path) -> dict:
     return metrics
 
 
+def run_seed(folder: Path) -> int:
+    import yaml
+
+    from .errors import DataError
+
+    path = folder / "config.yaml"
+    try:
+        return int((yaml.safe_load(path.read_text(encoding="utf-8")) or {})["seed"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{path}: cannot read the run's seed ({type(e).__name__}: {e})") from None
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .reporting.report import aggregate_by_method, comparison_table, method_table, summary_row
+    from .errors import ConfigError
+    from .reporting.report import (aggregate_by_method, comparison_table, method_table, paired_differences,
+                                   paired_table, summary_row)
 
     rows = []
     for d in args.runs:
         m = load_run_metrics(Path(d))
         rows.append(summary_row(Path(d).name, m))
-    print(method_table(aggregate_by_method(rows)) if args.by_method else comparison_table(rows))
+        if args.paired:  # runs pair up when they saw the same task sequence with the same seed
+            rows[-1].update(sequence=tuple(m["tasks"]), seed=run_seed(Path(d)))
+    print(method_table(aggregate_by_method(rows)) if args.by_method or args.paired else comparison_table(rows))
+    if args.paired:
+        if not any(r["method"] == args.paired for r in rows):
+            raise ConfigError(f"--paired {args.paired}: no run of that method among the runs given")
+        diffs = paired_differences(rows, args.paired, ("op", "bwt", "la"), pair=("sequence", "seed"))
+        print(f"\nDifference from {args.paired} on the same task order and seed, mean ± standard error:\n")
+        print(paired_table(diffs, args.paired))
     return 0
 
 
@@ -123,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="compare finished runs")
     cmp_.add_argument("runs", nargs="+", help="run folders")
     cmp_.add_argument("--by-method", action="store_true", help="one row per method: mean ± std over its runs")
+    cmp_.add_argument("--paired", metavar="METHOD", help="also each method's difference from METHOD on the same "
+                      "task order and seed (mean ± standard error); implies --by-method")
     cmp_.set_defaults(func=cmd_compare)
     ana = sub.add_parser("analyze", help="spurious-forgetting analyses of a run with checkpoints")
     ana.add_argument("run", type=Path, help="run folder (its config needs checkpoint_steps)")
