@@ -15,21 +15,26 @@ from pathlib import Path
 
 from _common import SHARED_DATA, environment, write_results
 
-from continual_lm.config import load_config
+from continual_lm.config import ExperimentConfig, load_config
+from continual_lm.errors import ConfigError
 from continual_lm.experiments.runner import run_experiment
+from continual_lm.methods import create_method
 from continual_lm.reporting.report import (aggregate_by_method, method_table, paired_differences, paired_table,
                                           summary_row)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ALL_METHODS = ["seq", "inc_lora", "replay", "ewc", "o_lora", "tasl", "migu", "vr_mcl", "recurrent_kif", "mtl"]
 # Results can only be pooled when these settings agree.
-POOLED_KEYS = ("benchmark", "backbone", "n_train", "n_test")
+POOLED_KEYS = ("benchmark", "backbone", "n_train", "n_test", "overrides")
 
 
 def add_grid_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="keep the runs already in --out (same settings), run the rest")
     p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="FILE",
                    help="run nothing: combine these results files (same settings) into --out")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a key of the benchmark's config in every run (e.g. "
+                        "method_params.recurrent_kif.top_fraction=0.5); recorded in the results' setting")
     p.add_argument("--runs", type=Path, default=None, metavar="DIR",
                    help="where the run folders go (default: a new temporary folder); "
                         "`continual-lm compare --paired seq DIR/*` tabulates them")
@@ -90,15 +95,24 @@ def run_grid(config: str, orders: list[int], seeds: list[int], methods: list[str
     def folder_of(order: int, seed: int, method: str) -> Path:
         return root / f"order{order}-seed{seed}-{method}"
 
+    def config_of(order: int, seed: int, method: str) -> ExperimentConfig:
+        return load_config(CONFIGS / config, [f"data.data_dir={SHARED_DATA / 'cl_benchmark'}", f"data.order={order}",
+                                              f"seed={seed}", f"method.name={method}",
+                                              f"training.num_threads={threads}", *overrides])
+
+    try:  # a bad override, config or method parameter stops here, before hours of runs, not at the run it breaks
+        configs = {key: config_of(*key) for key in todo}
+        for cfg in configs.values():
+            create_method(cfg.method.name, cfg.resolved_method_params())
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
     for folder in (folder_of(*key) for key in todo):
         if (folder / "metrics.json").exists():
             sys.exit(f"error: {folder}: holds a finished run that the results file does not list; "
                      "pass that results file with --resume, or choose another --runs")
     print(f"run folders: {root}", file=sys.stderr)
     for order, seed, method in todo:
-        cfg = load_config(CONFIGS / config, [f"data.data_dir={SHARED_DATA / 'cl_benchmark'}",
-                                             f"data.order={order}", f"seed={seed}", f"method.name={method}",
-                                             f"training.num_threads={threads}", *overrides])
+        cfg = configs[order, seed, method]
         folder = folder_of(order, seed, method)
         started = time.time()
         result, _ = run_experiment(cfg, folder)
@@ -141,9 +155,12 @@ def summarise(rows: list[dict], setting: dict, out: Path, discussion: str) -> No
 def run_or_merge(args: argparse.Namespace, config: str, orders: list[int], seeds: list[int], methods: list[str],
                  overrides: list[str], setting: dict, discussion: str) -> None:
     """The shared main of the grid benchmarks: --merge, or run the grid (after --resume) writing as it goes."""
+    if args.overrides:  # results with other overrides are not pooled with these (POOLED_KEYS)
+        setting = {**setting, "overrides": args.overrides}
+        overrides = [*overrides, *args.overrides]
+
     def save(rows: list[dict]) -> None:
         summarise(rows, setting, args.out, discussion)
-
     if args.merge:
         save(merge_runs(args.merge, setting))
         return

@@ -1,5 +1,6 @@
 """Each baseline's defining computation on a toy model, plus an end-to-end run on the smoke setting."""
 import random
+import re
 
 import pytest
 import torch
@@ -161,3 +162,26 @@ def test_baselines_run_end_to_end(cl_root, tmp_path, name):
     cfg = parse_config(tiny_config(cl_root, "gpt", "causal", "lora", method=name, max_steps=3))
     result, folder = run_experiment(cfg, tmp_path / name)
     assert len(result.acc_matrix) == 2 and (folder / "metrics.json").exists()
+
+
+def test_method_parameters_are_checked_when_the_method_is_created():
+    from continual_lm.methods import METHODS
+    for name in METHODS:
+        create_method(name)  # every method's defaults satisfy its own bounds and choices
+    for name, params, message in [
+        ("recurrent_kif", {"top_fraction": 2}, "method.params.top_fraction: 2 is outside (0, 1]"),
+        ("recurrent_kif", {"top_fraction": 0}, "method.params.top_fraction: 0 is outside (0, 1]"),
+        ("recurrent_kif", {"q": 2.5}, "method.params.q: 2.5 is not an integer"),
+        ("recurrent_kif", {"q": 0}, "method.params.q: 0 is outside [1, inf)"),
+        ("recurrent_kif", {"outer_batch_size": 1.5}, "method.params.outer_batch_size: 1.5 is not an integer"),
+        ("recurrent_kif", {"variant": "papr"}, "method.params.variant: 'papr' is not one of ['paper', 'reference_code']"),
+        ("tasl", {"granularity": "rows"}, "method.params.granularity: 'rows' is not one of ['row', 'element']"),
+        ("ewc", {"lambda_ewc": "big"}, "method.params.lambda_ewc: 'big' is not a number"),
+        ("ewc", {"lambda_ewc": True}, "method.params.lambda_ewc: True is not a number"),
+        ("migu", {"ratio": 1.5}, "method.params.ratio: 1.5 is outside (0, 1]"),
+        ("replay", {"replay_batch_size": 0}, "method.params.replay_batch_size: 0 is outside [1, inf)"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            create_method(name, params)
+    # The edges of closed intervals and None are allowed.
+    assert create_method("recurrent_kif", {"top_fraction": 1, "alpha_in": 0.0, "outer_batch_size": None}).top_fraction == 1

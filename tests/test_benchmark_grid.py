@@ -1,7 +1,9 @@
 """The benchmark grids' pooling rules (benchmarks/_cl.py): which results files may be merged, and how."""
 import json
+import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -48,6 +50,11 @@ class FakeResult:
         return {"op": 75.0, "bwt": -20.0, "fwt": 10.0, "acc_matrix": self.acc_matrix, "seconds": 1.0}
 
 
+def fake_load_config(path, overrides):
+    method = next(o.split("=", 1)[1] for o in overrides if o.startswith("method.name="))
+    return SimpleNamespace(method=SimpleNamespace(name=method), resolved_method_params=dict)
+
+
 def fake_run_experiment(cfg, folder):
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text("{}")
@@ -55,7 +62,7 @@ def fake_run_experiment(cfg, folder):
 
 
 def test_grid_writes_run_folders_under_runs_and_skips_done_runs(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(_cl, "load_config", lambda path, overrides: overrides)
+    monkeypatch.setattr(_cl, "load_config", fake_load_config)
     monkeypatch.setattr(_cl, "run_experiment", fake_run_experiment)
     saved = []
     done = [{"order": 1, "seed": 0, "method": "seq", "op": 1.0}]
@@ -70,3 +77,14 @@ def test_grid_writes_run_folders_under_runs_and_skips_done_runs(tmp_path, monkey
     with pytest.raises(SystemExit, match="order1-seed0-mtl: holds a finished run that the results file does not list"):
         run_grid("standard_cl.yaml", [1], [0], ["mtl"], [], 1, saved.append, [], tmp_path / "runs")
     assert len(saved) == 3
+
+
+def test_grid_refuses_a_bad_override_before_running_anything(tmp_path, monkeypatch):
+    def must_not_run(cfg, folder):
+        raise AssertionError("a run started")
+    monkeypatch.setattr(_cl, "run_experiment", must_not_run)
+    for override, message in [("trainin.lr=2", "trainin: Extra inputs are not permitted"),
+                              ("method_params.recurrent_kif.top_fraction=2",
+                               "method.params.top_fraction: 2 is outside (0, 1]")]:
+        with pytest.raises(SystemExit, match=re.escape(message)):
+            run_grid("standard_cl.yaml", [1], [0], ["seq", "recurrent_kif"], [override], 1, print, [], tmp_path)

@@ -60,6 +60,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{name:<{width}}  {method_summary(cls)}")
         if args.verbose and cls.defaults:
             print(" " * (width + 2) + "defaults: " + json.dumps(cls.defaults))
+            allowed = [f"{k} {v}" for k, v in cls.bounds.items()] + [f"{k} {list(v)}" for k, v in cls.choices.items()]
+            if allowed:
+                print(" " * (width + 2) + "allowed:  " + "; ".join(allowed))
     return 0
 
 

@@ -38,6 +38,11 @@ class Method:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
+    # Allowed values, checked when the method is created, so that a bad value fails before any training:
+    # numbers: an interval such as "(0, 1]" or "[1, inf)", with " int" for an integer parameter whose default is
+    # None (an int default already makes it one); a None value passes
+    bounds: ClassVar[dict[str, str]] = {}
+    choices: ClassVar[dict[str, tuple]] = {}       # parameters with a fixed set of values
     needs_lora: ClassVar[bool] = False
 
     def __init__(self, **params: Any):
@@ -46,6 +51,14 @@ class Method:
             raise ConfigError(f"method.params: unknown key(s) {unknown} for method {self.name!r}; "
                               f"known: {sorted(self.defaults)}")
         self.params: dict[str, Any] = {**self.defaults, **params}
+        for key, allowed in self.choices.items():
+            if self.params[key] not in allowed:
+                raise ConfigError(f"method.params.{key}: {self.params[key]!r} is not one of {list(allowed)} "
+                                  f"(method {self.name!r})")
+        for key, interval in self.bounds.items():
+            interval, int_suffix, _ = interval.partition(" int")
+            check_in_interval(f"method.params.{key}", self.params[key], interval,
+                              integer=bool(int_suffix) or type(self.defaults[key]) is int)
         for key, value in self.params.items():
             setattr(self, key, value)
 
@@ -76,12 +89,28 @@ class Method:
         return {}
 
 
+def check_in_interval(key: str, value: Any, interval: str, integer: bool = False) -> None:
+    """ConfigError unless ``value`` is None or a number in ``interval`` ("[a, b]", "(a, b)", "[a, inf)", ...)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and value != int(value)):
+        raise ConfigError(f"{key}: {value!r} is not {'an integer' if integer else 'a number'}")
+    low, high = (float(x) for x in interval[1:-1].split(","))
+    above = low <= value if interval[0] == "[" else low < value
+    below = value <= high if interval[-1] == "]" else value < high
+    if not (above and below):
+        raise ConfigError(f"{key}: {value} is outside {interval}")
+
+
 METHODS: dict[str, type[Method]] = {}
 
 
 def register(cls: type[Method]) -> type[Method]:
     if not cls.name or cls.name in METHODS:
         raise ValueError(f"method class {cls.__name__} needs a unique name (got {cls.name!r})")
+    stray = sorted((set(cls.bounds) | set(cls.choices)) - set(cls.defaults))
+    if stray:
+        raise ValueError(f"method {cls.name!r}: bounds/choices for parameters it does not have: {stray}")
     METHODS[cls.name] = cls
     return cls
 

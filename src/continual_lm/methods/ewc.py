@@ -22,6 +22,7 @@ class EWC(Method):
     name = "ewc"
     description = "EWC (Kirkpatrick et al., 2017): online diagonal-Fisher penalty λ/2 Σ F (θ − θ*)²."
     defaults = {"lambda_ewc": 1000.0, "gamma": 1.0, "fisher_batches": 16}
+    bounds = {"lambda_ewc": "[0, inf)", "gamma": "[0, 1]", "fisher_batches": "[1, inf)"}
 
     def setup(self, ctx) -> None:
         super().setup(ctx)

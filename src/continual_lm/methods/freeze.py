@@ -23,11 +23,9 @@ class Freeze(Method):
     defaults = {"layers": None, "from_task": 1, "embeddings": True,  # layers None: half of the layers
                 "early_stop": False, "val_fraction": 0.1, "val_source": "heldout", "eval_every": 10, "patience": 2,
                 "max_val_examples": 200}
-
-    def __init__(self, **params):
-        super().__init__(**params)
-        if self.val_source not in ("heldout", "train"):
-            raise ConfigError(f"method.params.val_source: {self.val_source!r} is not 'heldout' or 'train'")
+    bounds = {"layers": "[0, inf) int", "from_task": "[0, inf)", "val_fraction": "(0, 1)", "eval_every": "[1, inf)",
+              "patience": "[1, inf)", "max_val_examples": "[1, inf)"}
+    choices = {"val_source": ("heldout", "train"), "embeddings": (True, False), "early_stop": (True, False)}
 
     def stages(self, tasks: list[Task]) -> list[Stage]:
         stages = super().stages(tasks)

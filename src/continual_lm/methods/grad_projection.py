@@ -37,6 +37,8 @@ class GradProjection(Method):
     name = "grad_projection"
     description = "Gradient projection: project later gradients away from the task's early-update subspace."
     defaults = {"end_step": 150, "scope": "attention", "energy": 0.99, "from_task": 1}
+    bounds = {"end_step": "[1, inf)", "energy": "(0, 1]", "from_task": "[0, inf)"}
+    choices = {"scope": ("attention", "all")}
 
     def before_task(self, ctx) -> None:
         self.bases: dict[str, torch.Tensor] = {}

@@ -52,6 +52,8 @@ class LAMOL(Method):
     name = "lamol"
     description = "LAMOL (Sun et al., 2020): the LM generates pseudo-examples of old tasks to rehearse them."
     defaults = {"gamma": 0.2, "lm_weight": 0.25, "max_new_tokens": 48, "top_k": 20, "generation_batch_size": 64}
+    bounds = {"gamma": "[0, inf)", "lm_weight": "[0, inf)", "max_new_tokens": "[1, inf)", "top_k": "[1, inf)",
+              "generation_batch_size": "[1, inf)"}
 
     def setup(self, ctx) -> None:
         super().setup(ctx)

@@ -36,6 +36,7 @@ class MIGU(Method):
     name = "migu"
     description = "MIGU (Du et al., 2024): keep only gradients of the output units with the largest output magnitude."
     defaults = {"ratio": 0.5}
+    bounds = {"ratio": "(0, 1]"}
 
     def setup(self, ctx) -> None:
         super().setup(ctx)

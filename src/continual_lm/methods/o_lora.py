@@ -30,6 +30,7 @@ class OLoRA(Method):
     name = "o_lora"
     description = "O-LoRA (Wang et al., 2023): per-task LoRA kept orthogonal to earlier tasks' LoRA subspaces."
     defaults = {"lambda_orth": 0.5, "lambda_l2": 0.0}
+    bounds = {"lambda_orth": "[0, inf)", "lambda_l2": "[0, inf)"}
     needs_lora = True
 
     def before_task(self, ctx) -> None:

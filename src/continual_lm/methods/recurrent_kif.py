@@ -118,22 +118,18 @@ class RecurrentKIF(Method):
     defaults = {"q": 8, "m": 1, "alpha_in": 0.55, "alpha_out": 0.55, "top_fraction": 0.2, "threshold_scope": "global",
                 "outer_batch_size": None, "outer_lr": None, "memory_fraction": 0.02, "variant": "paper",
                 "ablation": None, "importance": "weight_grad", "ema": True, "platon_beta": 0.85}
+    bounds = {"q": "[1, inf)", "m": "[1, inf)", "alpha_in": "[0, 1]", "alpha_out": "[0, 1]", "top_fraction": "(0, 1]",
+              "outer_batch_size": "[1, inf) int", "outer_lr": "(0, inf)", "memory_fraction": "[0, 1]", "platon_beta": "[0, 1)"}
+    choices = {"variant": tuple(VARIANTS), "importance": ("weight_grad", "grad"), "threshold_scope": ("global", "per_tensor"),
+               "ema": (True, False)}
 
     def __init__(self, **params):
         super().__init__(**params)
         if self.ablation not in ABLATIONS:
             raise ConfigError(f"method.params.ablation: unknown {self.ablation!r}; known: {sorted(k for k in ABLATIONS if k)}")
         self.ablation = ABLATIONS[self.ablation]
-        if self.variant not in VARIANTS:
-            raise ConfigError(f"method.params.variant: unknown {self.variant!r}; known: {list(VARIANTS)}")
         if self.variant == "reference_code" and self.ablation:
             raise ConfigError("method.params: ablations apply to variant 'paper', not 'reference_code'")
-        if self.importance not in ("weight_grad", "grad"):
-            raise ConfigError(f"method.params.importance: {self.importance!r} is not 'weight_grad' or 'grad'")
-        if self.threshold_scope not in ("global", "per_tensor"):
-            raise ConfigError(f"method.params.threshold_scope: {self.threshold_scope!r} is not 'global' or 'per_tensor'")
-        if int(self.q) < 1 or int(self.m) < 1:
-            raise ConfigError("method.params: q and m must be >= 1")
         beta = self.platon_beta if self.variant == "reference_code" else None
         self.inner = ImportanceTracker(self.alpha_in, self.importance, self.ema, beta)
         self.outer = ImportanceTracker(self.alpha_out, self.importance, self.ema, beta)

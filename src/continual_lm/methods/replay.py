@@ -13,6 +13,7 @@ class Replay(Method):
     name = "replay"
     description = "Replay: a class-balanced memory (2% of each task) mixed into every batch (LoRAReplay with LoRA)."
     defaults = {"memory_fraction": 0.02, "replay_batch_size": None}  # None: the training batch size
+    bounds = {"memory_fraction": "[0, 1]", "replay_batch_size": "[1, inf) int"}
 
     def setup(self, ctx) -> None:
         super().setup(ctx)

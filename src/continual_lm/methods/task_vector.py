@@ -13,6 +13,7 @@ class TaskVector(Method):
     name = "task_vector"
     description = "Task Vector: after a task, subtract alpha x its early update (steps 0..end_step)."
     defaults = {"alpha": 1.0, "end_step": 150, "from_task": 1}
+    bounds = {"end_step": "[1, inf)", "from_task": "[0, inf)"}
 
     def before_task(self, ctx) -> None:
         self.params = ctx.backbone.trainable_parameters()

@@ -46,6 +46,8 @@ class TaSL(Method):
     name = "tasl"
     description = "TaSL (Feng et al., ACL 2024): skill-unit importance; keep task-specific units, average shared ones."
     defaults = {"top_fraction": 0.2, "gamma": 0.7, "beta": 0.85, "granularity": "row"}
+    bounds = {"top_fraction": "(0, 1]", "gamma": "[0, 1]", "beta": "[0, 1)"}
+    choices = {"granularity": ("row", "element")}
 
     def setup(self, ctx) -> None:
         super().setup(ctx)

@@ -27,6 +27,8 @@ class VRMCL(Method):
     name = "vr_mcl"
     description = "VR-MCL (Wu et al., ICLR 2024): replay meta-gradients with variance reduction (first-order LM port)."
     defaults = {"memory_fraction": 0.02, "replay_batch_size": None, "momentum_r": 0.5, "inner_lr": None}
+    bounds = {"memory_fraction": "[0, 1]", "replay_batch_size": "[1, inf) int", "momentum_r": "[0, 1]",
+              "inner_lr": "(0, inf)"}
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
