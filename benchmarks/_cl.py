@@ -158,6 +158,7 @@ def run_or_merge(args: argparse.Namespace, config: str, orders: list[int], seeds
     if args.overrides:  # results with other overrides are not pooled with these (POOLED_KEYS)
         setting = {**setting, "overrides": args.overrides}
         overrides = [*overrides, *args.overrides]
+        discussion = ""  # the discussion file reads the default grid, not this variant
 
     def save(rows: list[dict]) -> None:
         summarise(rows, setting, args.out, discussion)
