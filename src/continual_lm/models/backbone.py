@@ -221,6 +221,9 @@ def apply_lora(model: PreTrainedModel, settings: ModelSettings, kind: str, adapt
 def build_backbone(settings: ModelSettings, corpus: Iterable[str] = (), seed: int = 0,
                    device: torch.device | str = "cpu") -> Backbone:
     """Load (or, for ``model.tiny``, build from a config with a word-level tokenizer over ``corpus``) and wrap."""
+    # The seed fixes every random initialisation here (LoRA's A matrices, any weight a checkpoint lacks): torch's
+    # own initial seed differs from process to process.
+    torch.manual_seed(seed)
     if settings.tiny is not None:
         tokenizer = build_word_tokenizer(corpus)
         model = build_tiny_model(settings.tiny, settings.kind, tokenizer, settings.max_length, seed)
