@@ -17,8 +17,7 @@ from _common import SHARED_DATA, environment, write_results
 
 from continual_lm.config import ExperimentConfig, load_config
 from continual_lm.errors import ConfigError
-from continual_lm.experiments.runner import run_experiment
-from continual_lm.methods import create_method
+from continual_lm.experiments.runner import configured_method, run_experiment
 from continual_lm.reporting.report import (aggregate_by_method, method_table, paired_differences, paired_table,
                                           summary_row)
 
@@ -103,7 +102,7 @@ def run_grid(config: str, orders: list[int], seeds: list[int], methods: list[str
     try:  # a bad override, config or method parameter stops here, before hours of runs, not at the run it breaks
         configs = {key: config_of(*key) for key in todo}
         for cfg in configs.values():
-            create_method(cfg.method.name, cfg.resolved_method_params())
+            configured_method(cfg)
     except ConfigError as e:
         sys.exit(f"error: {e}")
     for folder in (folder_of(*key) for key in todo):

@@ -15,7 +15,7 @@ from ..data.benchmarks import load_benchmark
 from ..data.biography import BiographyWorld, build_world
 from ..data.task import Example, Task
 from ..errors import ConfigError
-from ..methods import METHODS, create_method
+from ..methods import METHODS, Method, create_method
 from ..methods.seq import Sequential
 from ..models.backbone import Backbone, build_backbone
 from ..reporting.report import plot_matrix, run_report
@@ -86,6 +86,13 @@ def check_method_names(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"method_params: unknown method(s) {unknown}; known: {sorted(METHODS)}")
 
 
+def configured_method(cfg: ExperimentConfig) -> Method:
+    """The run's method, built from the config: a bad method name, ``method_params`` key or parameter value is a
+    ConfigError here, before any data or model is loaded."""
+    check_method_names(cfg)
+    return create_method(cfg.method.name, cfg.resolved_method_params())
+
+
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None) -> tuple[RunResult, Path]:
     """Run one configured experiment and write its run folder. Returns the result and the folder."""
     if cfg.training.num_threads:
@@ -93,8 +100,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None) -> 
     accelerator = make_accelerator()
     folder = RunFolder(out_dir or default_run_dir(cfg.name), enabled=accelerator.is_main_process)
     folder.write_text("config.yaml", dump_config(cfg))
-    check_method_names(cfg)
-    method = create_method(cfg.method.name, cfg.resolved_method_params())  # fail fast on an unknown method
+    method = configured_method(cfg)
     tasks, world = build_tasks(cfg)
     backbone = prepare_backbone(cfg, tasks, world, accelerator, folder.log)
     checkpoints = folder.path / "checkpoints" if cfg.checkpoint_steps else None
