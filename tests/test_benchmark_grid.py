@@ -52,7 +52,7 @@ class FakeResult:
 
 def fake_load_config(path, overrides):
     method = next(o.split("=", 1)[1] for o in overrides if o.startswith("method.name="))
-    return SimpleNamespace(method=SimpleNamespace(name=method), resolved_method_params=dict)
+    return SimpleNamespace(method=SimpleNamespace(name=method), method_params={}, resolved_method_params=dict)
 
 
 def fake_run_experiment(cfg, folder):
