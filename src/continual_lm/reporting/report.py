@@ -129,13 +129,13 @@ def paired_differences(rows: list[dict], baseline: str, keys: tuple[str, ...] = 
     for method, per_key in diffs.items():
         out[method] = {"cells": max(len(v) for v in per_key.values())}
         for k, values in per_key.items():
-            n = len(values)
-            if n == 0:
+            ms = _mean_std(values)
+            if ms is None:
                 out[method][k] = None
                 continue
-            mean = sum(values) / n
-            se = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 / n ** 0.5 if n > 1 else None
-            out[method][k] = {"mean": round(mean, 2), "se": None if se is None else round(se, 2)}
+            # sample std / √n = population std / √(n − 1)
+            se = ms[1] / (len(values) - 1) ** 0.5 if len(values) > 1 else None
+            out[method][k] = {"mean": round(ms[0], 2), "se": None if se is None else round(se, 2)}
     return out
 
 
