@@ -18,8 +18,8 @@ from _common import SHARED_DATA, environment, write_results
 from continual_lm.config import ExperimentConfig, load_config
 from continual_lm.errors import ConfigError
 from continual_lm.experiments.runner import configured_method, run_experiment
-from continual_lm.reporting.report import (aggregate_by_method, method_table, paired_differences, paired_table,
-                                          summary_row)
+from continual_lm.reporting.report import (PAIRED_KEYS, aggregate_by_method, method_table, paired_differences,
+                                          paired_table, summary_row)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ALL_METHODS = ["seq", "inc_lora", "replay", "ewc", "o_lora", "tasl", "migu", "vr_mcl", "recurrent_kif", "mtl"]
@@ -119,7 +119,7 @@ def run_grid(config: str, orders: list[int], seeds: list[int], methods: list[str
         rows.append({**summary_row(folder.name, {"method": method, **result.to_json(), "seconds": seconds}),
                      "folder": str(folder), "order": order, "seed": seed, "threads": threads,
                      "tasks": result.tasks, "acc_matrix": result.acc_matrix, "initial": result.initial})
-        print(json.dumps({k: rows[-1][k] for k in ("run", "op", "bwt", "fwt", "la", "seconds")}), flush=True)
+        print(json.dumps({k: rows[-1][k] for k in ("run", "op", "bwt", "fwt", "la", "f", "ap", "seconds")}), flush=True)
         save(sort_rows(rows))
     return sort_rows(rows)
 
@@ -133,7 +133,7 @@ def summarise(rows: list[dict], setting: dict, out: Path, discussion: str) -> No
                "runs_per_method": {m: s["runs"] for m, s in per_method.items()},
                "total_run_seconds": round(sum(r["seconds"] for r in rows))}
     table = method_table(per_method)
-    paired = paired_differences(rows, "seq", ("op", "bwt", "la")) if "seq" in per_method else {}
+    paired = paired_differences(rows, "seq", PAIRED_KEYS) if "seq" in per_method else {}
     if paired:
         table += ("\n\nDifference from `seq` on the same (order, seed) cell, mean ± standard error over the cells "
                   "(pairing removes what an order or a seed does to every method; beyond about 2 standard errors a "

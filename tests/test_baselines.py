@@ -13,7 +13,7 @@ from continual_lm.errors import ConfigError
 from continual_lm.experiments.runner import build_tasks, prepare_backbone, run_experiment
 from continual_lm.methods import create_method
 from continual_lm.methods.ewc import ewc_penalty
-from continual_lm.methods.migu import unit_masks
+from continual_lm.methods.migu import code_unit_masks, unit_masks
 from continual_lm.methods.o_lora import orthogonality_loss
 from continual_lm.methods.tasl import consolidate, pool_units
 from continual_lm.models.adapters import adapter_names
@@ -90,25 +90,83 @@ def test_tasl_units_and_consolidation():
 
 
 def test_migu_masks_and_gradient_zeroing(cl_root):
+    """ours: masks from the first task on, units by the whole layer's output, top ratio by count."""
     masks = unit_masks({"l": T([1.0, 4.0, 2.0, 3.0])}, 0.5)
     assert masks["l"].tolist() == [False, True, False, True]
     cfg = parse_config(tiny_config(cl_root, "gpt", "causal", "full", method="migu", max_steps=1))
     tasks, world = build_tasks(cfg)
     acc = make_accelerator()
     backbone = prepare_backbone(cfg, tasks, world, acc)
-    migu = create_method("migu", {"ratio": 0.25})
+    migu = create_method("migu", {"ratio": 0.25, "variant": "ours"})
     ctx = TrainContext(cfg, backbone, acc, tasks, lambda r: None, random.Random(0))
+    ctx.task_index = 0
     migu.setup(ctx)
+    migu.before_task(ctx)
     backbone.model.train()
     backbone.loss(tasks[0].train[:4]).backward()
     recorded = {n: m.clone() for n, m in migu.magnitudes.items()}
     migu.after_backward(ctx)
     layer = "transformer.h.0.mlp.c_fc"
     keep = unit_masks(recorded, 0.25)[layer]
-    grad = migu.layers[layer].weight.grad  # Conv1D: (in, out), output units on dim 1
+    grad = backbone.model.get_submodule(layer).weight.grad  # Conv1D: (in, out), output units on dim 1
     assert keep.sum() == keep.numel() // 4
     assert torch.all(grad[:, ~keep] == 0) and torch.any(grad[:, keep] != 0)
     assert migu.magnitudes == {}
+
+
+def test_migu_code_quantile_rule():
+    # ratio 0.3 → keep units ≥ the 0.7 quantile: of 8 values 0..7 the quantile is 4.9, so 5, 6, 7 are kept (3 of 8)
+    masks = code_unit_masks({"l": torch.arange(8.0)}, 0.3)
+    assert masks["l"].tolist() == [False] * 5 + [True] * 3
+
+
+def test_migu_paper_code_first_task_is_seq_then_lora_a_and_b_are_masked(cl_root):
+    """The authors' code: stage 0 unmasked (bit-identical to seq); from stage 1, A's rank units and B's output units
+    are masked by the magnitudes of A's and B's own outputs."""
+    def run(method, spy=None):
+        cfg = parse_config(tiny_config(cl_root, "gpt", "causal", "lora", max_steps=3))
+        tasks, world = build_tasks(cfg)
+        acc = make_accelerator()
+        backbone = prepare_backbone(cfg, tasks, world, acc)
+        ends = []
+
+        class Wrapped(type(method)):
+            def after_task(self, ctx):
+                super().after_task(ctx)
+                ends.append({n: p.detach().clone() for n, p in ctx.backbone.trainable_parameters().items()})
+        wrapped = Wrapped(**method.params)
+        if spy:
+            wrapped.after_backward = spy(wrapped)
+        train_sequence(cfg, tasks, backbone, wrapped, accelerator=acc)
+        return ends
+
+    checked = []
+
+    def spy(migu):
+        original = migu.after_backward
+
+        def after_backward(ctx):
+            if migu.masking:
+                masks = code_unit_masks({n: m.clone() for n, m in migu.magnitudes.items()}, migu.ratio)
+                before = {n: [p.grad.clone() for _, p, _ in migu.layers[n]] for n in masks}
+                original(ctx)
+                for n, keep in masks.items():
+                    (module, p, dim), = migu.layers[n]
+                    assert ".lora_A." in n or ".lora_B." in n
+                    assert keep.numel() == p.shape[0]  # rank units of A, output units of B
+                    assert torch.equal(p.grad[~keep], torch.zeros_like(p.grad[~keep]))
+                    assert torch.equal(p.grad[keep], before[n][0][keep])
+                checked.append(ctx.task_index)
+            else:
+                assert migu.magnitudes == {}
+                original(ctx)
+        return after_backward
+
+    migu_ends = run(create_method("migu"), spy)
+    seq_ends = run(create_method("seq"))
+    assert all(torch.equal(migu_ends[0][n], seq_ends[0][n]) for n in seq_ends[0])   # stage 0: plain training
+    assert not all(torch.equal(migu_ends[1][n], seq_ends[1][n]) for n in seq_ends[1])
+    assert checked == [1, 1, 1]
 
 
 def test_inc_lora_adds_a_frozen_stack_of_adapters(cl_root):
@@ -185,3 +243,121 @@ def test_method_parameters_are_checked_when_the_method_is_created():
             create_method(name, params)
     # The edges of closed intervals and None are allowed.
     assert create_method("recurrent_kif", {"top_fraction": 1, "alpha_in": 0.0, "outer_batch_size": None}).top_fraction == 1
+
+
+# ---------------------------------------------------------------- TaSL variants (issue 13)
+
+def test_tasl_paper_code_consolidation_per_tensor():
+    """skill_consolidation.py: units are whole tensors; past-only → old, new-only → new, both → 0.3 new + 0.7 old,
+    neither → 0.5 / 0.5. Importance = min-max normalised mean score per tensor; important = above the 80th
+    percentile (linear interpolation, strict)."""
+    from continual_lm.methods.tasl import consolidate_tensors, tensor_scores
+    names = ["a", "b", "c", "d", "e"]
+    prev = {n: torch.zeros(2) for n in names}
+    new = {n: torch.full((2,), 10.0) for n in names}
+    past = dict(zip(names, [1.0, 0.0, 0.95, 0.2, 0.1]))     # 80th pct of [1, 0, .95, .2, .1] = .96 → only a
+    present = dict(zip(names, [1.0, 1.0, 0.0, 0.5, 0.2]))    # 80th pct = 1.0 → none strictly above...
+    out = consolidate_tensors(prev, new, past, present, top_fraction=0.2)
+    # present: percentile 80 of [1, 1, 0, .5, .2] is 1.0, nothing is strictly above it: no present-important tensor
+    assert torch.allclose(out["a"], torch.zeros(2))          # past only → old
+    for n in "bcde":
+        assert torch.allclose(out[n], torch.full((2,), 5.0))  # neither → 0.5 / 0.5
+    present = dict(zip(names, [1.0, 0.9, 0.0, 0.5, 0.2]))    # 80th pct = 0.92 → a
+    out = consolidate_tensors(prev, new, past, present, top_fraction=0.2)
+    assert torch.allclose(out["a"], torch.full((2,), 3.0))   # both → 0.3·10 + 0.7·0
+    present = dict(zip(names, [0.0, 1.0, 0.0, 0.5, 0.2]))    # 80th pct = 0.6 → b
+    out = consolidate_tensors(prev, new, past, present, top_fraction=0.2)
+    assert torch.allclose(out["b"], torch.full((2,), 10.0))  # new only → new
+    scores = tensor_scores({"x": T([[1.0, 3.0]]), "y": T([5.0, 7.0, 9.0])})
+    assert scores == {"x": 0.0, "y": 1.0}                    # means 2 and 7, min-max normalised
+
+
+def test_tasl_tas_lora_rank1_units_with_softmax_weights():
+    """skill_consolidation_TasLoRA.py: unit i of a LoRA module = row i of A and column i of B; its score is the mean
+    of outer(score(B[:, i]), score(A[i, :])); weights softmax((past, present) / τ) per unit."""
+    from continual_lm.methods.tasl import consolidate_rank1, rank1_scores
+    a, b = "m.lora_A.default.weight", "m.lora_B.default.weight"
+    scores = rank1_scores({a: T([[1.0, 3.0], [0.0, 2.0]]), b: T([[2.0, 1.0], [4.0, 1.0]])})
+    # unit 0: mean(B[:,0]) · mean(A[0,:]) = 3 · 2 = 6; unit 1: 1 · 1 = 1 → normalised 1, 0
+    assert scores == {("m", 0): 1.0, ("m", 1): 0.0}
+    prev = {a: torch.zeros(2, 2), b: torch.zeros(2, 2)}
+    new = {a: torch.ones(2, 2), b: torch.ones(2, 2)}
+    past, present = {("m", 0): 0.0, ("m", 1): 1.0}, {("m", 0): 1.0, ("m", 1): 1.0}
+    out = consolidate_rank1(prev, new, past, present, tau=0.25)
+    w0 = torch.exp(T(4.0)) / (torch.exp(T(0.0)) + torch.exp(T(4.0)))   # unit 0: present weight e^4 / (1 + e^4)
+    assert torch.allclose(out[a][0], torch.full((2,), float(w0))) and torch.allclose(out[b][:, 0], torch.full((2,), float(w0)))
+    assert torch.allclose(out[a][1], torch.full((2,), 0.5)) and torch.allclose(out[b][:, 1], torch.full((2,), 0.5))
+
+
+def test_tasl_past_importance_accumulates_as_in_the_code():
+    from continual_lm.methods.tasl import accumulate
+    past = {"a": 0.0, "b": 1.0, "c": 0.5}
+    present = {"a": 1.0, "b": 0.0, "c": 1.0}
+    # minmax(0.3·present + 0.7·past) = minmax(0.3, 0.7, 0.65) = 0, 1, 0.875
+    assert accumulate(past, present, gamma=0.7) == pytest.approx({"a": 0.0, "b": 1.0, "c": 0.875})
+
+
+def test_tasl_tas_lora_needs_lora(cl_root, tmp_path):
+    cfg = parse_config(tiny_config(cl_root, "gpt", "causal", "full", method="tasl", params={"variant": "tas_lora"}))
+    with pytest.raises(ConfigError, match="tas_lora"):
+        run_experiment(cfg, tmp_path / "run")
+
+
+@pytest.mark.parametrize("variant", ["paper_code", "tas_lora", "ours"])
+def test_tasl_variants_run_end_to_end(cl_root, tmp_path, variant):
+    cfg = parse_config(tiny_config(cl_root, "gpt", "causal", "lora", method="tasl", params={"variant": variant},
+                                   max_steps=3))
+    result, _ = run_experiment(cfg, tmp_path / variant)
+    assert len(result.acc_matrix) == 2
+
+
+# ---------------------------------------------------------------- replay modes (issue 13)
+
+def _replay_run(cl_root, params, **training):
+    cfg = parse_config(tiny_config(cl_root, "gpt", "causal", "lora", **training))
+    tasks, world = build_tasks(cfg)
+    acc = make_accelerator()
+    backbone = prepare_backbone(cfg, tasks, world, acc)
+    seen = []
+    real = backbone.loss
+    backbone.loss = lambda examples: (seen.append((len(seen), list(examples))), real(examples))[1]
+    records = []
+    method = create_method("replay", params)
+    train_sequence(cfg, tasks, backbone, method, records.append, accelerator=acc)
+    return tasks, method, seen, records
+
+
+def test_replay_memory_holds_only_earlier_tasks_class_balanced(cl_root):
+    tasks, method, seen, records = _replay_run(cl_root, {"memory_fraction": 0.25, "mode": "concat"}, epochs=1,
+                                               max_steps=None)
+    memory = [ex for ex in method.memory.examples if ex.task == "agnews"]  # the run's end adds amazon's too
+    assert len(memory) == 6 == round(0.25 * len(tasks[0].train))      # 24 agnews examples → 6
+    assert sorted(ex.target for ex in memory) == ["Sports"] * 3 + ["World"] * 3   # class-balanced
+    stage1 = [ex for _, batch in seen[-(30 // 4 + 1):] for ex in batch]  # ⌈(24 + 6) / 4⌉ = 8 steps
+    assert {ex.task for ex in stage1} == {"agnews", "amazon"} and set(stage1) - set(tasks[1].train) == set(memory)
+    logged = [r for r in records if r["event"] == "memory"]
+    assert [r["tasks"] for r in logged] == [{}, {"agnews": 6}]      # the memory size is logged at every stage
+
+
+def test_replay_concat_shows_each_memory_example_once_per_epoch(cl_root):
+    tasks, method, seen, _ = _replay_run(cl_root, {"memory_fraction": 0.25, "mode": "concat"}, epochs=2,
+                                         max_steps=None)
+    batches = [batch for _, batch in seen]
+    n0 = -(-len(tasks[0].train) * 2 // 4)                              # stage 0: 12 steps of 4
+    later = [ex for batch in batches[n0:] for ex in batch]
+    assert len(later) == 2 * (24 + 6)                                  # 2 epochs of the task + its memory
+    memory = [ex for ex in method.memory.examples if ex.task == "agnews"]
+    assert len(memory) == 6
+    for ex in memory:
+        assert later.count(ex) == 2                                     # once per epoch
+    for ex in tasks[1].train:
+        assert later.count(ex) == 2
+    assert all(len(batch) <= 4 for batch in batches)                   # no extra examples in a batch
+
+
+def test_replay_mix_adds_a_memory_batch_to_every_step(cl_root):
+    tasks, method, seen, _ = _replay_run(cl_root, {"memory_fraction": 0.25, "mode": "mix", "replay_batch_size": 2},
+                                         max_steps=3)
+    batches = [batch for _, batch in seen]
+    assert [len(b) for b in batches] == [4, 4, 4, 6, 6, 6]
+    assert all({ex.task for ex in b[4:]} == {"agnews"} for b in batches[3:])

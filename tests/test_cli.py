@@ -88,7 +88,8 @@ def test_compare_paired_hand_computed(tmp_path, capsys):
     assert main(["compare", *runs, "--paired", "a"]) == 0
     out = capsys.readouterr().out
     assert "| b | 4 | 78.5 ± 20.9 |" in out  # --paired implies the per-method table (population std)
-    assert out.strip().splitlines()[-1] == "| b | 2 | +3.0 ± 1.0 | +0.0 ± 0.0 | +3.0 ± 1.0 |"
+    # OP, BWT, F (0: a[0][0] = a[1][0]), AP (= op for this matrix), LA
+    assert out.strip().splitlines()[-1] == "| b | 2 | +3.0 ± 1.0 | +0.0 ± 0.0 | +0.0 ± 0.0 | +3.0 ± 1.0 | +3.0 ± 1.0 |"
     proc = subprocess.run([sys.executable, "-m", "continual_lm.cli", "compare", *runs, "--paired", "c"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.strip() == "error: --paired c: no run of that method among the runs given"

@@ -1,7 +1,8 @@
 import pytest
 
-from continual_lm.evaluation.metrics import (backward_transfer, exact_match, forward_transfer, learning_accuracy,
-                                             normalize_answer, overall_performance, rouge_l, score, summarize)
+from continual_lm.evaluation.metrics import (average_performance, backward_transfer, exact_match, forgetting,
+                                             forward_transfer, learning_accuracy, normalize_answer,
+                                             overall_performance, rouge_l, score, summarize)
 from continual_lm.reporting.report import paired_differences, paired_table
 
 MATRIX = [[80.0, 10.0, 5.0],
@@ -18,13 +19,35 @@ def test_op_bwt_fwt_hand_computed():
     assert forward_transfer(MATRIX, INITIAL) == pytest.approx(5.5)
     # LA: (80 + 90 + 85) / 3 = 85
     assert learning_accuracy(MATRIX) == pytest.approx(85.0)
-    assert summarize(MATRIX, INITIAL) == pytest.approx({"op": 205 / 3, "bwt": -25.0, "fwt": 5.5, "la": 85.0})
+    # F (max-based): task 0 best 80 before the end → 80 − 50; task 1 best 90 → 90 − 70; mean 25
+    assert forgetting(MATRIX) == pytest.approx(25.0)
+    # AP: mean over stages of the mean of the tasks seen so far: 80, (60+90)/2, (50+70+85)/3
+    assert average_performance(MATRIX) == pytest.approx((80 + 75 + 205 / 3) / 3)
+    assert summarize(MATRIX, INITIAL) == pytest.approx({"op": 205 / 3, "bwt": -25.0, "fwt": 5.5, "la": 85.0,
+                                                        "f": 25.0, "ap": (80 + 75 + 205 / 3) / 3})
+
+
+def test_forgetting_uses_the_best_earlier_score_not_the_first():
+    # Task 0 improves after task 1 (backward transfer) and then drops: F counts from its best (70), BWT from 50.
+    m = [[50.0, 0.0, 0.0],
+         [70.0, 80.0, 0.0],
+         [40.0, 80.0, 90.0]]
+    assert forgetting(m) == pytest.approx(((70 - 40) + (80 - 80)) / 2)
+    assert backward_transfer(m) == pytest.approx(((40 - 50) + (80 - 80)) / 2)
+    # A task that ends above its best earlier score has negative forgetting, as in Chaudhry et al. (2018).
+    assert forgetting([[50.0, 0.0], [60.0, 90.0]]) == pytest.approx(-10.0)
+    # Cells after a task's own training are all evaluated under eval_tasks: seen_and_next; the rest may be None.
+    assert forgetting([[50.0, 10.0, None], [40.0, 80.0, 5.0], [30.0, 60.0, 90.0]]) == pytest.approx(20.0)
+    assert average_performance([[50.0, 10.0, None], [40.0, 80.0, 5.0], [30.0, 60.0, 90.0]]) == \
+        pytest.approx((50 + 60 + 60) / 3)
 
 
 def test_single_stage_matrix_has_no_bwt_fwt():
     assert backward_transfer([[70.0, 30.0]]) is None
     assert forward_transfer([[70.0, 30.0]], [0.0, 0.0]) is None
     assert learning_accuracy([[70.0, 30.0]]) is None
+    assert forgetting([[70.0, 30.0]]) is None and average_performance([[70.0, 30.0]]) is None
+    assert forgetting([[70.0]]) is None  # one task: nothing to forget
     assert overall_performance([[70.0, 30.0]]) == 50.0
 
 

@@ -6,8 +6,8 @@ from continual_lm.config import parse_config
 from continual_lm.errors import ConfigError
 from continual_lm.experiments.runner import build_tasks, prepare_backbone, run_experiment
 from continual_lm.methods import create_method
-from continual_lm.methods.importance import kth_largest, minmax_normalized, top_fraction_masks
-from continual_lm.methods.recurrent_kif import ImportanceTracker, RecurrentKIF, fuse
+from continual_lm.methods.importance import ImportanceTracker, kth_largest, minmax_normalized, top_fraction_masks
+from continual_lm.methods.recurrent_kif import RecurrentKIF, fuse, fusion_weights
 from continual_lm.training.loop import make_accelerator, train_sequence
 
 T = torch.tensor
@@ -19,8 +19,12 @@ IMP_OUT = {"a": T([10., 9, 8, 7, 6]), "b": T([5., 4, 3, 2, 1])}       # top 20%:
 IMP_OUT_OVERLAP = {"a": T([10., 1, 1, 1, 1]), "b": T([1., 1, 1, 1, 9.5])}  # top 20%: a[0], b[4] (b[4] shared)
 
 
+def fused(theta_b, tau_in, tau_out, imp_in, imp_out, **kw):
+    return fuse(theta_b, tau_in, tau_out, fusion_weights(imp_in, imp_out, **kw))
+
+
 def run_fuse(imp_out=IMP_OUT, tau_out=TAU_OUT, **kw):
-    return fuse(ZERO, TAU_IN, tau_out, IMP_IN, imp_out if tau_out is not None else None, **kw)
+    return fused(ZERO, TAU_IN, tau_out, IMP_IN, imp_out, **kw)
 
 
 def test_masks_select_exactly_the_top_fraction():
@@ -79,13 +83,6 @@ def test_reference_code_weights():
     assert torch.allclose(out["b"], T([5.5, 5.5, 5.5, 1, 6.4]))
 
 
-def test_first_task_has_no_outer_vector():
-    out = run_fuse(tau_out=None)
-    assert torch.equal(out["a"], torch.zeros(5)) and torch.equal(out["b"], T([0., 0, 0, 1, 1]))
-    ref = run_fuse(tau_out=None, variant="reference_code")  # unmasked coordinates get 0.5·τ_in
-    assert torch.allclose(ref["b"], T([0.5, 0.5, 0.5, 1, 1])) and torch.allclose(ref["a"], torch.full((5,), 0.5))
-
-
 def _param_with_grad(value, grad):
     p = torch.nn.Parameter(T(value))
     p.grad = T(grad)
@@ -139,20 +136,33 @@ def test_outer_loop_skipped_on_first_task_and_run_every_q_steps(cl_root):
     _run_rkif(cl_root, method, max_steps=6)
     # 6 steps per task with Q = 4: cycles end at steps 4 and 6 (the partial cycle at the task's end)
     assert calls == [(1, 4), (1, 6)]
-    assert method.fusions == 4
+    assert method.report()["fusions"] == 2
+    calls.clear()
+    _run_rkif(cl_root, Spy(q=4, variant="reference_code", m=1), max_steps=6)
+    assert calls == [(1, 4)]  # the authors' code fuses at multiples of Q only: the partial cycle stays unfused
 
 
-def test_full_masks_on_one_task_equal_plain_training(cl_root):
-    """top_fraction = 1 keeps every coordinate of τ_in and the first task has no outer step: Recurrent-KIF
-    must then reproduce sequential training exactly (the fusion wiring adds nothing of its own)."""
-    _, b1 = _run_rkif(cl_root, RecurrentKIF(q=3, top_fraction=1.0), tasks=("agnews",), max_steps=5)
-    _, b2 = _run_rkif(cl_root, create_method("seq"), tasks=("agnews",), max_steps=5)
-    p1, p2 = b1.trainable_parameters(), b2.trainable_parameters()
-    assert p1.keys() == p2.keys()
-    assert all(torch.allclose(p1[n], p2[n], atol=1e-6) for n in p1)
-    _, b3 = _run_rkif(cl_root, RecurrentKIF(q=3, top_fraction=0.2), tasks=("agnews",), max_steps=5)
-    p3 = b3.trainable_parameters()
-    assert any(not torch.allclose(p3[n], p2[n], atol=1e-6) for n in p3)  # 20% masks do change the result
+def test_full_masks_leave_the_weights_where_the_outer_steps_put_them(cl_root):
+    """top_fraction = 1 keeps every coordinate of τ_in and τ_out: θ_b + τ_in + τ_out is the weights after the
+    outer steps, so the fusion must change nothing (its wiring adds nothing of its own)."""
+    checks = []
+
+    class Spy(RecurrentKIF):
+        def fuse_cycle(self, ctx):
+            original, after_outer = self._outer_step, {}
+
+            def outer(ctx):
+                original(ctx)
+                after_outer.update(self._snapshot())
+            self._outer_step = outer
+            super().fuse_cycle(ctx)
+            checks.append(all(torch.allclose(self.tracked[n], after_outer[n], atol=1e-6) for n in after_outer))
+
+    _run_rkif(cl_root, Spy(q=3, top_fraction=1.0), max_steps=5)
+    assert checks == [True, True]
+    checks.clear()
+    _run_rkif(cl_root, Spy(q=3, top_fraction=0.2), max_steps=5)
+    assert checks == [False, False]  # 20% masks do move the weights
 
 
 def test_bad_params_are_config_errors():
@@ -170,3 +180,212 @@ def test_end_to_end_variants(cl_root, tmp_path, params):
     cfg = parse_config(tiny_config(cl_root, method="recurrent_kif", params={"q": 2, **params}, max_steps=4))
     result, _ = run_experiment(cfg, tmp_path / "run")
     assert len(result.acc_matrix) == 2
+
+
+# ---------------------------------------------------------------- fidelity to the authors' code (issue 12)
+
+def _run_logged(cl_root, method, tasks=("agnews", "amazon"), **training):
+    raw = tiny_config(cl_root, "gpt", "causal", "lora", **training)
+    raw["data"]["tasks"] = list(tasks)
+    cfg = parse_config(raw)
+    tasks, world = build_tasks(cfg)
+    acc = make_accelerator()
+    backbone = prepare_backbone(cfg, tasks, world, acc)
+    records = []
+    result = train_sequence(cfg, tasks, backbone, method, records.append, accelerator=acc)
+    return result, backbone, records
+
+
+@pytest.mark.parametrize("variant", ["paper", "reference_code"])
+def test_first_task_is_plain_training_bit_identical_to_seq(cl_root, variant):
+    """No memory on the first task: no importance, no masks, no fusion (the authors' `memory is None` branches)."""
+    _, b_rkif, _ = _run_logged(cl_root, RecurrentKIF(q=2, variant=variant), tasks=("agnews",), max_steps=5)
+    _, b_seq, _ = _run_logged(cl_root, create_method("seq"), tasks=("agnews",), max_steps=5)
+    p1, p2 = b_rkif.trainable_parameters(), b_seq.trainable_parameters()
+    assert p1.keys() == p2.keys() and all(torch.equal(p1[n], p2[n]) for n in p1)
+    r_rkif, _, log = _run_logged(cl_root, RecurrentKIF(q=2, variant=variant), max_steps=5)
+    r_seq, _, _ = _run_logged(cl_root, create_method("seq"), max_steps=5)
+    assert r_rkif.acc_matrix[0] == r_seq.acc_matrix[0]
+    fusions = [r for r in log if r["event"] == "fusion"]
+    assert fusions and all(r["stage"] == "amazon" for r in fusions)
+
+
+def test_outer_steps_use_only_old_memory_and_start_from_the_inner_end(cl_root, monkeypatch):
+    """Outer batches come from earlier tasks' memory only; τ_out starts at θ_b(Q); I_in never sees memory batches."""
+    import continual_lm.methods.recurrent_kif as rk
+    events = []
+
+    class Spy(RecurrentKIF):
+        def setup(self, ctx):
+            super().setup(ctx)
+            loss = ctx.backbone.loss
+
+            def spy_loss(examples):
+                events.append(("loss", ctx.task.name, {ex.task for ex in examples}))
+                return loss(examples)
+            ctx.backbone.loss = spy_loss
+            for name, tracker in (("inner", self.inner), ("outer", self.outer)):
+                update = tracker.update
+                tracker.update = lambda params, name=name, update=update: (events.append((name,)), update(params))
+
+        def _outer_step(self, ctx):
+            if self.cycle_outer == 0:
+                starts.append(self._snapshot())
+            super()._outer_step(ctx)
+
+    starts, fused = [], []
+    real_fuse = rk.fuse
+    monkeypatch.setattr(rk, "fuse", lambda theta_b, tau_in, tau_out, weights: (
+        fused.append((theta_b, tau_in, tau_out)), real_fuse(theta_b, tau_in, tau_out, weights))[1])
+    method = Spy(q=3, m=2)
+    _run_logged(cl_root, method, max_steps=6)
+    last_loss = None
+    for event in events:
+        if event[0] == "loss":
+            last_loss = event
+        elif event[0] == "inner":  # the inner importance follows a loss on the current task only
+            assert last_loss[2] == {last_loss[1]}
+        else:  # the outer importance follows a loss on the memory: earlier tasks only
+            assert last_loss[1] == "amazon" and last_loss[2] == {"agnews"}
+    assert sum(e[0] == "outer" for e in events) == 2 * 2  # two cycles of M = 2 outer steps
+    assert len(starts) == len(fused) == 2
+    for start, (theta_b, tau_in, tau_out) in zip(starts, fused):
+        assert all(torch.allclose(theta_b[n] + tau_in[n], start[n]) for n in start)  # θ_b(Q) = θ_b + τ_in
+        assert any(tau_out[n].abs().sum() > 0 for n in tau_out)
+
+
+def test_reference_code_resets_only_the_inner_importance(cl_root):
+    states = []
+
+    class Spy(RecurrentKIF):
+        def fuse_cycle(self, ctx):
+            super().fuse_cycle(ctx)
+            states.append((bool(self.inner), bool(self.outer)))
+
+    _run_logged(cl_root, Spy(q=3, variant="reference_code"), max_steps=6)
+    assert states == [(False, True), (False, True)]  # --empty_inner_score_flag=1, outer flag 0
+    states.clear()
+    _run_logged(cl_root, Spy(q=3), max_steps=6)
+    assert states == [(True, True), (True, True)]  # the paper's EMAs run on across cycles
+
+
+def test_outer_iterations_default_per_variant():
+    assert RecurrentKIF().m == 1                              # the paper's "a single training iteration"
+    assert RecurrentKIF(variant="reference_code").m == 4      # outer_iterations=4 in run_train_KIF_t5lora.sh
+    assert RecurrentKIF(variant="reference_code", m=2).m == 2
+
+
+class _LinearBackbone:
+    """loss(examples) = θ · Σ c over the examples (c = float(prompt)): ∂L/∂θ = Σ c, known by hand."""
+
+    def __init__(self, theta: float):
+        self.model = torch.nn.Module()
+        self.model.theta = torch.nn.Parameter(T([theta]))
+
+    def trainable_parameters(self):
+        return {"theta": self.model.theta}
+
+    def loss(self, examples):
+        return self.model.theta.sum() * sum(float(ex.prompt) for ex in examples)
+
+
+def test_no_die_importance_is_computed_per_memory_batch():
+    """-DIE: the static outer importance is an EMA over memory batches, each batch's gradient on its own."""
+    import random
+
+    from continual_lm.data.task import Example, Task
+    from continual_lm.training.context import TrainContext
+    backbone = _LinearBackbone(2.0)
+    task = Task("t", [Example("1", "x", "t"), Example("3", "x", "t")], [])
+    cfg = parse_config({"model": {"kind": "causal", "tiny": {}}, "data": {"benchmark": "biography"},
+                        "training": {"batch_size": 1}})
+    ctx = TrainContext(cfg, backbone, make_accelerator(), [task], lambda r: None, random.Random(0))
+    ctx.task_index, ctx.stage_task_indices = 0, [0]
+    method = RecurrentKIF(ablation="-DIE", alpha_out=0.55, memory_fraction=1.0)
+    method.setup(ctx)
+    method.before_task(ctx)
+    method.after_task(ctx)
+    c = [float(ex.prompt) for ex in method.memory.examples]   # batches of one, in memory order
+    first = 0.45 * abs(2.0 * c[0])                              # |θ·g| of batch 1, then batch 2 alone
+    expected = 0.55 * first + 0.45 * abs(2.0 * c[1])
+    assert method.outer.score["theta"].item() == pytest.approx(expected)
+    assert backbone.model.theta.grad is None
+
+
+W_IN = {"w": T([[1., 2, 3], [4, 5, 6]])}      # top 2 of 6 (a third): (1,1), (1,2)
+W_OUT = {"w": T([[6., 1, 2], [3, 4, 5]])}     # top 2 of 6: (0,0), (1,2) — (1,2) is in both
+TAU_IN_2x3 = {"w": torch.full((2, 3), 1.0)}
+TAU_OUT_2x3 = {"w": torch.full((2, 3), 10.0)}
+ZERO_2x3 = {"w": torch.zeros(2, 3)}
+
+
+@pytest.mark.parametrize("kw,expected", [
+    ({}, [[10., 0, 0], [0, 1, 11]]),
+    ({"ablation": "no_share"}, [[10., 0, 0], [0, 1, 0]]),
+    ({"ablation": "no_ki"}, [[11.] * 3, [11.] * 3]),
+    ({"ablation": "global_weighting"}, [[1 * 21 / 42 + 10 * 21 / 42] * 3] * 2),   # totals 21 and 21
+    ({"ablation": "adaptive"}, [[0 * 1 + 1 * 10, 0.2 * 1 + 0, 0.4 + 0.2 * 10],
+                                [0.6 + 0.4 * 10, 0.8 + 0.6 * 10, 1 + 0.8 * 10]]),
+    ({"variant": "reference_code"}, [[10., 5.5, 5.5], [5.5, 1, 0.4 * 1 + 0.6 * 10]]),
+])
+def test_fusion_weights_per_coordinate_2x3(kw, expected):
+    out = fused(ZERO_2x3, TAU_IN_2x3, TAU_OUT_2x3, W_IN, W_OUT, top_fraction=1 / 3, **kw)
+    assert torch.allclose(out["w"], T(expected))
+
+
+def test_fusion_is_logged_and_reported(cl_root):
+    method = RecurrentKIF(q=3)
+    result, _, log = _run_logged(cl_root, method, max_steps=6)
+    fusions = [r for r in log if r["event"] == "fusion"]
+    assert [(r["stage"], r["step"]) for r in fusions] == [("amazon", 3), ("amazon", 6)]
+    for r in fusions:
+        assert 0 < r["kept_inner"] <= 1 and 0 < r["kept_outer"] <= 1
+        assert r["mask_inner"] == pytest.approx(0.2, abs=0.02) and r["mask_outer"] == pytest.approx(0.2, abs=0.02)
+        assert r["mask_inner_lora_A"] + r["mask_inner_lora_B"] == pytest.approx(1.0)
+    report = result.method_report
+    assert report["fusions"] == 2
+    assert report["mean_kept_inner"] == pytest.approx(sum(r["kept_inner"] for r in fusions) / 2, abs=1e-4)
+
+
+def test_fusion_diagnostics_by_hand():
+    from continual_lm.methods.recurrent_kif import fusion_diagnostics
+    names = {"x.lora_A.default.weight": T([3., 4.]), "x.lora_B.default.weight": T([0., 0.])}
+    tau_in = {"x.lora_A.default.weight": T([3., 4.]), "x.lora_B.default.weight": T([0., 0.])}
+    tau_out = {"x.lora_A.default.weight": T([1., 0.]), "x.lora_B.default.weight": T([0., 1.])}
+    imp_in = {"x.lora_A.default.weight": T([1., 9.]), "x.lora_B.default.weight": T([2., 3.])}   # top 1 of 4: A[1]
+    imp_out = {"x.lora_A.default.weight": T([5., 1.]), "x.lora_B.default.weight": T([2., 3.])}  # top 1: A[0]
+    weights = fusion_weights(imp_in, imp_out, top_fraction=0.25)
+    d = fusion_diagnostics(tau_in, tau_out, weights)
+    assert d["kept_inner"] == pytest.approx(4 / 5)        # ‖(0, 4, 0, 0)‖ / ‖(3, 4, 0, 0)‖
+    assert d["kept_outer"] == pytest.approx(1 / 2 ** 0.5)  # ‖(1, 0, 0, 0)‖ / ‖(1, 0, 0, 1)‖
+    assert d["mask_inner"] == 0.25 and d["mask_outer"] == 0.25
+    assert d["mask_inner_lora_A"] == 1.0 and d["mask_inner_lora_B"] == 0.0
+
+
+def test_paper_preset_holds_the_papers_hyper_parameters(cl_root, tmp_path):
+    from pathlib import Path
+
+    from continual_lm.config import load_config
+    preset = Path(__file__).resolve().parents[1] / "configs" / "recurrent_kif_paper.yaml"
+    with pytest.raises(ConfigError, match="set model.path"):
+        load_config(preset)  # no model is shipped: the user names one
+    cfg = load_config(preset, ["model.path=/models/t5-large"])
+    t, lora, method = cfg.training, cfg.model.lora, create_method(cfg.method.name, cfg.method.params)
+    assert (t.lr, t.schedule, t.warmup_steps, t.epochs, t.batch_size) == (3e-4, "linear", 50, 10, 8)
+    assert (lora.r, lora.alpha, lora.dropout, lora.target_modules) == (8, 32, 0.05, ["q", "v"])
+    assert (cfg.model.kind, cfg.data.benchmark, cfg.data.n_train) == ("seq2seq", "standard", 1000)
+    assert (method.q, method.m, method.alpha_in, method.alpha_out, method.top_fraction, method.memory_fraction) == \
+        (8, 1, 0.55, 0.55, 0.2, 0.02)
+    # The same file runs end to end with a tiny T5 on the toy tasks.
+    tiny = load_config(preset, ["model.path=null", "model.tiny={arch: t5, layers: 1, width: 32, heads: 2}",
+                                "data.benchmark=custom", f"data.data_dir={cl_root}", "data.tasks=[agnews, amazon]",
+                                "data.n_train=null", "training.epochs=0.34", "method.params.q=2"])
+    result, _ = run_experiment(tiny, tmp_path / "run")
+    assert len(result.acc_matrix) == 2 and result.method_report["fusions"] >= 1
+
+
+def test_warmup_steps_override_the_ratio():
+    from continual_lm.config import TrainSettings
+    assert TrainSettings(warmup_ratio=0.1).warmup_for(200) == 20
+    assert TrainSettings(warmup_ratio=0.1, warmup_steps=50).warmup_for(200) == 50
+    assert TrainSettings(warmup_steps=50).warmup_for(30) == 30

@@ -10,6 +10,7 @@ from continual_lm.experiments.runner import build_tasks, prepare_backbone, run_e
 from continual_lm.methods import create_method
 from continual_lm.methods.memory import ReplayMemory, class_balanced_sample
 from continual_lm.data.task import Example, Task
+from continual_lm.models.backbone import Backbone
 from continual_lm.training.loop import make_accelerator, train_sequence
 
 
@@ -139,6 +140,9 @@ def test_evaluation_batches_by_length_and_keeps_the_examples_order():
             self.batches.append([ex.prompt for ex in examples])
             return [ex.target for ex in examples]
 
+        inference = Backbone.inference
+        _frozen_cache = None
+
     prompts = ["a" * n for n in (5, 1, 4, 2, 3)]
     examples = [Example(p, "yes" if len(p) % 2 else "no", "t", ("yes", "no")) for p in prompts]
     backbone = EchoBackbone()
@@ -164,3 +168,16 @@ def test_lora_initialisation_is_fixed_by_the_seed():
     assert len(a) == 12  # query and value of 6 layers
     assert all(torch.equal(a[n], b[n]) for n in a)
     assert not any(torch.equal(a[n], c[n]) for n in a)
+
+
+def test_epochs_count_whole_batches_including_the_last_partial_one():
+    """30 examples in batches of 4 make 8 batches per epoch (the last holds 2): 2 epochs are 16 steps, not
+    ⌈2·30/4⌉ = 15 (which drops the last batch of the second epoch)."""
+    from continual_lm.config import TrainSettings
+    from continual_lm.training.loop import steps_for
+    assert steps_for(TrainSettings(epochs=2, batch_size=4), 30, 1) == 16
+    assert steps_for(TrainSettings(epochs=1, batch_size=4), 30, 1) == 8
+    assert steps_for(TrainSettings(epochs=0.5, batch_size=4), 30, 1) == 4
+    assert steps_for(TrainSettings(epochs=2, batch_size=4, grad_accum=2), 30, 1) == 8   # 16 micro-batches
+    assert steps_for(TrainSettings(epochs=1, batch_size=4), 32, 2) == 4                 # global batch 8
+    assert steps_for(TrainSettings(epochs=3, batch_size=4, max_steps=5), 30, 1) == 5

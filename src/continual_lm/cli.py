@@ -94,8 +94,8 @@ def run_seed(folder: Path) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .errors import ConfigError
-    from .reporting.report import (aggregate_by_method, comparison_table, method_table, paired_differences,
-                                   paired_table, summary_row)
+    from .reporting.report import (PAIRED_KEYS, aggregate_by_method, comparison_table, method_table,
+                                   paired_differences, paired_table, summary_row)
 
     rows = []
     for d in args.runs:
@@ -107,7 +107,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.paired:
         if not any(r["method"] == args.paired for r in rows):
             raise ConfigError(f"--paired {args.paired}: no run of that method among the runs given")
-        diffs = paired_differences(rows, args.paired, ("op", "bwt", "la"), pair=("sequence", "seed"))
+        diffs = paired_differences(rows, args.paired, PAIRED_KEYS, pair=("sequence", "seed"))
         print(f"\nDifference from {args.paired} on the same task order and seed, mean ± standard error:\n")
         print(paired_table(diffs, args.paired))
     return 0

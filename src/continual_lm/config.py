@@ -38,6 +38,10 @@ class ModelSettings(_Strict):
     max_length: int = 256
     max_new_tokens: int = 16
     label_scale: float = 20.0        # encoder label scoring: logits = scale * cosine(prompt, label)
+    # Encoder label scoring: the candidates of an example are its own task's options ("options": task-incremental),
+    # or every label of every task in the run ("all": the output space of a generative model, which can answer
+    # with any label it has learnt — where its forgetting comes from). Generative kinds always answer freely.
+    label_space: Literal["options", "all"] = "options"
 
     @model_validator(mode="after")
     def _source(self) -> "ModelSettings":
@@ -74,6 +78,7 @@ class TrainSettings(_Strict):
     weight_decay: float = 0.0
     schedule: Literal["constant", "linear", "cosine"] = "constant"
     warmup_ratio: float = 0.0
+    warmup_steps: int | None = None  # overrides warmup_ratio (the Recurrent-KIF authors warm up for 50 steps)
     grad_accum: int = 1
     max_grad_norm: float | None = 1.0
     num_threads: int | None = None  # torch.set_num_threads for the run; None: leave it (benchmarks: --threads)
@@ -82,6 +87,9 @@ class TrainSettings(_Strict):
     # all that OP/BWT/FWT need; the other cells of the accuracy matrix stay empty). Saves ~40% on 15 tasks.
     eval_tasks: Literal["all", "seen_and_next"] = "all"
     per_task: dict[str, TaskOverride] = {}  # task name -> overrides
+
+    def warmup_for(self, total_steps: int) -> int:
+        return min(self.warmup_steps, total_steps) if self.warmup_steps is not None else int(self.warmup_ratio * total_steps)
 
     def for_task(self, name: str) -> "TrainSettings":
         o = self.per_task.get(name)

@@ -5,6 +5,13 @@
 - BWT = mean_{j<K-1} (acc_matrix[K-1][j] - acc_matrix[j][j])
 - FWT = mean_{j>0} (acc_matrix[j-1][j] - initial[j])   (initial = the untrained model's score)
 - LA  = mean_j acc_matrix[j][j]   (learning accuracy: each task right after its training — plasticity)
+- F   = mean_{j<K-1} (max_{j<=l<K-1} acc_matrix[l][j] - acc_matrix[K-1][j])   (forgetting, Chaudhry et al. 2018:
+        from each old task's best score, not its first)
+- AP  = mean_i mean_{j<=i} acc_matrix[i][j]   (average performance over stages, EasyCL's "Avg")
+
+Conventions: every average is a macro average over tasks (each task counts once, whatever its test size); BWT and
+F divide by K-1, the number of old tasks (SAPT's code divides BWT by K). BWT, FWT, LA, F and AP need one stage per
+task (a square matrix) and are None otherwise (joint multi-task training has one stage).
 """
 from __future__ import annotations
 
@@ -97,6 +104,23 @@ def learning_accuracy(acc_matrix: Sequence[Sequence[float]]) -> float | None:
     return _mean([acc_matrix[j][j] for j in range(k)])
 
 
+def forgetting(acc_matrix: Sequence[Sequence[float]]) -> float | None:
+    """Max-based forgetting F; None when the matrix is not square or has a single task."""
+    k = len(acc_matrix[-1])
+    if len(acc_matrix) != k or k < 2:
+        return None
+    return _mean([max(acc_matrix[l][j] for l in range(j, k - 1)) - acc_matrix[k - 1][j] for j in range(k - 1)])
+
+
+def average_performance(acc_matrix: Sequence[Sequence[float]]) -> float | None:
+    """AP: the mean over stages of the mean score of the tasks seen so far; None when the matrix is not square."""
+    k = len(acc_matrix[-1])
+    if len(acc_matrix) != k:
+        return None
+    return _mean([_mean([acc_matrix[i][j] for j in range(i + 1)]) for i in range(k)])  # type: ignore[misc]
+
+
 def summarize(acc_matrix: Sequence[Sequence[float]], initial: Sequence[float]) -> dict[str, float | None]:
     return {"op": overall_performance(acc_matrix), "bwt": backward_transfer(acc_matrix),
-            "fwt": forward_transfer(acc_matrix, initial), "la": learning_accuracy(acc_matrix)}
+            "fwt": forward_transfer(acc_matrix, initial), "la": learning_accuracy(acc_matrix),
+            "f": forgetting(acc_matrix), "ap": average_performance(acc_matrix)}

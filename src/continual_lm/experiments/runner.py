@@ -17,7 +17,7 @@ from ..data.task import Example, Task
 from ..errors import ConfigError
 from ..methods import METHODS, Method, create_method
 from ..methods.seq import Sequential
-from ..models.backbone import Backbone, build_backbone
+from ..models.backbone import Backbone, EncoderBackbone, build_backbone
 from ..reporting.report import plot_matrix, run_report
 from ..reporting.run_folder import RunFolder, default_run_dir
 from ..training.loop import RunResult, make_accelerator, train_sequence
@@ -77,7 +77,18 @@ def prepare_backbone(cfg: ExperimentConfig, tasks: list[Task], world: BiographyW
     if cfg.pretrain is not None and world is not None:
         path = pretrained_checkpoint(cfg, world, accelerator, log)
         settings = settings.model_copy(update={"path": str(path), "tiny": None})
-    return build_backbone(settings, corpus_of(tasks), cfg.seed, accelerator.device)
+    backbone = build_backbone(settings, corpus_of(tasks), cfg.seed, accelerator.device)
+    if settings.label_space == "all" and isinstance(backbone, EncoderBackbone):
+        backbone.label_space = run_labels(tasks)
+    return backbone
+
+
+def run_labels(tasks: list[Task]) -> tuple[str, ...]:
+    """Every label of every task, sorted: the candidates of ``model.label_space: all``."""
+    missing = [t.name for t in tasks if not t.options]
+    if missing:
+        raise ConfigError(f"model.label_space: all needs classification tasks with labels; {missing} have none")
+    return tuple(sorted({label for t in tasks for label in t.options or ()}))
 
 
 def check_method_names(cfg: ExperimentConfig) -> None:

@@ -5,6 +5,7 @@ A method never owns the training loop; the loop (``training/loop.py``) calls the
     stages(tasks)             which data each training stage uses (default: one stage per task)
     setup(ctx)                once, before the first evaluation (validate the backbone, add state)
     before_task(ctx)          at the start of each stage, before the optimiser is built
+    stage_examples(ctx, stage) the examples the stage trains on (default: its own; rehearsal may add its memory)
     loss(ctx, examples)       the training loss of one micro-batch
     after_backward(ctx)       once per optimiser step, when the gradients are complete, before clipping
     after_step(ctx)           after each optimiser step (gradients already zeroed)
@@ -72,6 +73,9 @@ class Method:
 
     def before_task(self, ctx: "TrainContext") -> None:
         pass
+
+    def stage_examples(self, ctx: "TrainContext", stage: Stage) -> list[Example]:
+        return stage.examples
 
     def loss(self, ctx: "TrainContext", examples: list[Example]) -> torch.Tensor:
         return ctx.backbone.loss(examples)

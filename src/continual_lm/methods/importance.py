@@ -6,8 +6,10 @@
                       over all tensors at once (``global``) or per tensor; the threshold comes from
                       ``kthvalue`` (``torch.quantile`` refuses tensors above ~16.8M elements). Ties at the
                       threshold are all kept.
+- at_least_quantile   m = 1 where I ≥ its q-quantile (linear interpolation, as torch.quantile; MIGU's code)
 - minmax_normalized   soft masks in [0, 1]
 - diagonal_fisher     F = mean over batches of (∂L/∂θ)² (the empirical Fisher; EWC and the analyses)
+- ImportanceTracker   the smoothed importance of one learner: plain EMA, or PLATON's sensitivity × uncertainty
 """
 from __future__ import annotations
 
@@ -62,6 +64,11 @@ def top_fraction_masks(maps: Maps, fraction: float, scope: str = "global") -> Ma
     raise ValueError(f"unknown threshold scope {scope!r} (global | per_tensor)")
 
 
+def at_least_quantile(values: torch.Tensor, q: float) -> torch.Tensor:
+    """Boolean mask of the entries at least the ``q`` quantile of ``values`` (linear interpolation)."""
+    return values >= torch.quantile(values.flatten().float(), q)
+
+
 def minmax_normalized(maps: Maps, scope: str = "global") -> Maps:
     def norm(m: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
         return (m - lo) / (hi - lo) if hi > lo else torch.ones_like(m)
@@ -91,3 +98,38 @@ def diagonal_fisher(params: Mapping[str, torch.nn.Parameter], batch_losses: Iter
     for p in params.values():
         p.grad = None
     return {n: f / max(count, 1) for n, f in fisher.items()}
+
+
+class ImportanceTracker:
+    """The smoothed importance of one learner (Recurrent-KIF's inner and outer learners, TaSL's skill units).
+
+    Plain EMA of the sensitivity (``use_ema``; otherwise the latest value only), or, with ``platon_beta``, the
+    PLATON score EMA(Ī) · EMA(|Ī − EMA(Ī)|) (Zhang et al., 2022) that the Recurrent-KIF and TaSL authors' code use."""
+
+    def __init__(self, alpha: float, kind: str = "weight_grad", use_ema: bool = True, platon_beta: float | None = None):
+        self.alpha, self.kind, self.use_ema, self.platon_beta = alpha, kind, use_ema, platon_beta
+        self.reset()
+
+    def reset(self) -> None:
+        self.ema: Maps = {}
+        self.uncertainty: Maps = {}
+
+    def update(self, params: Mapping[str, torch.nn.Parameter]) -> None:
+        value = current_sensitivity(params, self.kind)
+        if self.platon_beta is not None:
+            beta = self.platon_beta
+            ema_(self.ema, value, beta)
+            ema_(self.uncertainty, {n: (value[n] - self.ema[n]).abs() for n in value}, beta)
+        elif self.use_ema:
+            ema_(self.ema, value, self.alpha)
+        else:
+            self.ema = value
+
+    @property
+    def score(self) -> Maps:
+        if self.platon_beta is not None:
+            return {n: self.ema[n] * self.uncertainty[n] for n in self.ema}
+        return self.ema
+
+    def __bool__(self) -> bool:
+        return bool(self.ema)

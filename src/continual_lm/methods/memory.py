@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Callable
 
 from ..data.task import Example, Task
 
@@ -44,6 +45,10 @@ class ReplayMemory:
         if not self.examples:
             return []
         return [self.examples[rng.randrange(len(self.examples))] for _ in range(k)]
+
+    def log_sizes(self, log: Callable[[dict], None]) -> None:
+        """One log record with the examples held per task (a 2% memory of a small task can be a single example)."""
+        log({"event": "memory", "tasks": dict(Counter(ex.task for ex in self.examples))})
 
     def __len__(self) -> int:
         return len(self.examples)

@@ -1,9 +1,27 @@
 """MIGU (Du et al., "Unlocking Continual Learning Abilities in Language Models", EMNLP 2024 Findings).
 
-Rehearsal-free and task-label-free. During the forward pass each linear layer's output magnitude is
-recorded per output unit, L1-normalised across units: s_j = Σ|y_j| / Σ_k Σ|y_k|. After backward only the
-gradients of the units in the top ``ratio`` of s are kept (weight rows, bias entries; for LoRA layers the
-rows of B) and the rest are zeroed, so each step updates the units the current input actually uses."""
+Rehearsal-free and task-label-free. During the forward pass the output magnitude of each linear layer is recorded
+per output unit, summed over the tokens of the optimiser step's batches: s_j = Σ|y_j| (the paper L1-normalises it,
+which changes no ranking). After backward only the gradients of the units with the largest magnitude are kept (the
+weight rows of those units) and the rest are zeroed, so each step updates the units the current input uses.
+
+Two variants (``variant``):
+
+- ``paper_code`` (default), as the authors' code (wenyudu/MIGU: ``uie_trainer_lora.py``, ``accelerate_local.py``,
+  ``scripts/standard_benchmark_lora.sh``): the first task is trained unmasked (``--is_first_task True`` registers no
+  hook); under LoRA the outputs of both LoRA A and LoRA B are hooked, and A's rows (rank units) are masked by A's
+  output magnitude, B's rows (output units) by B's; a unit is kept when its magnitude is at least the
+  ``1 − ratio`` quantile (``activation >= torch.quantile(activation, ini_threshold)``), ratio 0.3 (their
+  ``ini_threshold=0.7``); under full fine-tuning the Linear layers' weight rows are masked (not the biases).
+- ``ours``: our first reading of the paper: masks from the first task on, computed from the whole layer's output
+  (frozen base + LoRA) and applied to LoRA B's rows only (and to weight rows and biases under full fine-tuning);
+  the top ``ratio`` units by count. It asks the question the paper poses — which of the *layer's* output units does
+  this input use — rather than which of the adapter's; kept to compare the two readings.
+
+Where both differ from the code: GPT-2's Conv1D layers are treated as Linear (output units on dim 1); the code's
+public LoRA backward (``backward_lora_tuning``) names the masking method differently from its run scripts, so we
+follow the full-tuning backward's rule (``backward_full_tuning``) on the LoRA modules the LoRA trainer hooks.
+"""
 from __future__ import annotations
 
 import torch
@@ -11,23 +29,39 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from .base import Method, register
-from .importance import top_fraction_masks
+from .importance import at_least_quantile, top_fraction_masks
 
 
 def unit_masks(magnitudes: dict[str, torch.Tensor], ratio: float) -> dict[str, torch.Tensor]:
-    """Per layer: the output units in the top ``ratio`` of L1-normalised magnitude."""
+    """ours: per layer, the output units in the top ``ratio`` (by count) of L1-normalised magnitude."""
     normalised = {n: m / m.sum().clamp(min=1e-12) for n, m in magnitudes.items()}
     return {n: top_fraction_masks({n: s}, ratio)[n] for n, s in normalised.items()}
 
 
-def _linear_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """Layers whose output units we can mask: LoRA-wrapped layers (peft) or plain Linear/Conv1D with trainable weights."""
-    found = {}
+def code_unit_masks(magnitudes: dict[str, torch.Tensor], ratio: float) -> dict[str, torch.Tensor]:
+    """paper_code: per layer, the units whose magnitude is at least its (1 − ratio) quantile."""
+    return {n: at_least_quantile(m, 1 - ratio) for n, m in magnitudes.items()}
+
+
+def _masked_layers(model: nn.Module, variant: str) -> dict[str, list[tuple[nn.Module, nn.Parameter, int]]]:
+    """{hooked module name: [(module whose output is measured, parameter to mask, its output-unit dim), ...]}."""
+    found: dict[str, list] = {}
     for name, module in model.named_modules():
         if hasattr(module, "lora_B") and hasattr(module, "base_layer"):
-            found[name] = module
+            for adapter, b in module.lora_B.items():
+                if not b.weight.requires_grad:
+                    continue
+                if variant == "paper_code":
+                    a = module.lora_A[adapter]
+                    found[f"{name}.lora_A.{adapter}"] = [(a, a.weight, 0)]
+                    found[f"{name}.lora_B.{adapter}"] = [(b, b.weight, 0)]
+                else:
+                    found.setdefault(name, []).append((module, b.weight, 0))
         elif isinstance(module, (nn.Linear, Conv1D)) and module.weight.requires_grad and ".lora_" not in name:
-            found[name] = module
+            unit_dim = 1 if isinstance(module, Conv1D) else 0
+            found[name] = [(module, module.weight, unit_dim)]
+            if variant == "ours" and module.bias is not None:
+                found[name].append((module, module.bias, 0))
     return found
 
 
@@ -35,41 +69,41 @@ def _linear_layers(model: nn.Module) -> dict[str, nn.Module]:
 class MIGU(Method):
     name = "migu"
     description = "MIGU (Du et al., 2024): keep only gradients of the output units with the largest output magnitude."
-    defaults = {"ratio": 0.5}
+    defaults = {"variant": "paper_code", "ratio": 0.3}
     bounds = {"ratio": "(0, 1]"}
+    choices = {"variant": ("paper_code", "ours")}
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
         self.magnitudes: dict[str, torch.Tensor] = {}
-        self.layers = _linear_layers(ctx.backbone.model)
-        for name, module in self.layers.items():
-            module.register_forward_hook(self._recorder(name))
+        self.masking = False
+        self.layers = _masked_layers(ctx.backbone.model, self.variant)
+        for name, entries in self.layers.items():
+            entries[0][0].register_forward_hook(self._recorder(name))
+
+    def before_task(self, ctx) -> None:
+        self.masking = self.variant == "ours" or ctx.task_index > 0  # the code trains the first task unmasked
 
     def _recorder(self, name: str):
         def hook(module, inputs, output):
-            if module.training and torch.is_grad_enabled():
+            if self.masking and module.training and torch.is_grad_enabled():
                 out = output[0] if isinstance(output, tuple) else output
                 mag = out.detach().abs().reshape(-1, out.shape[-1]).sum(0)
                 self.magnitudes[name] = self.magnitudes.get(name, 0) + mag
         return hook
 
+    def masks(self) -> dict[str, torch.Tensor]:
+        rule = code_unit_masks if self.variant == "paper_code" else unit_masks
+        return rule(self.magnitudes, self.ratio)
+
     def after_backward(self, ctx) -> None:
-        masks = unit_masks(self.magnitudes, self.ratio)
+        if not self.masking:
+            return
+        masks = self.masks()
         self.magnitudes = {}
         for name, keep in masks.items():
-            module = self.layers[name]
-            for p, unit_dim in self._masked_params(module):
+            for _, p, unit_dim in self.layers[name]:
                 if p.grad is not None:
                     shape = [1] * p.grad.dim()
                     shape[unit_dim] = -1
                     p.grad.mul_(keep.view(shape).to(p.grad.dtype))
-
-    @staticmethod
-    def _masked_params(module: nn.Module):
-        """(parameter, dimension indexing the output units) pairs for one layer."""
-        if hasattr(module, "lora_B"):
-            return [(b.weight, 0) for b in module.lora_B.values() if b.weight.requires_grad]
-        pairs = [(module.weight, 1 if isinstance(module, Conv1D) else 0)]
-        if module.bias is not None:
-            pairs.append((module.bias, 0))
-        return pairs

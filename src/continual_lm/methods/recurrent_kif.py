@@ -1,113 +1,132 @@
 """Recurrent-KIF (Feng et al., "Recurrent Knowledge Identification and Fusion for Language Model Continual
-Learning", ACL 2025; Section 3, Algorithm 1).
+Learning", ACL 2025; Section 3, Algorithm 1, Eq. 9).
 
 Every Q optimiser steps on the current task (the inner learner, which tracks the importance
 I_in ← α1·I_in + (1−α1)·|θ⊙∇L| at every step), the outer learner takes M steps on the replay memory from
 θ_b(Q), tracking the importance of the old tasks at these *current* weights (I_out, α2). Then the two task
-vectors τ_in = θ_b(Q) − θ_b and τ_out = θ_b(M) − θ_b(Q) are fused with binary top-20% masks:
+vectors τ_in = θ_b(Q) − θ_b and τ_out = θ_b(M) − θ_b(Q) are fused with binary top-20% masks (Eq. 9):
 
     θ_{b+1} = θ_b + m_in ⊙ τ_in + m_out ⊙ τ_out
 
-and the next cycle starts from θ_{b+1}; the optimiser state carries on. On the first task the memory is
-empty: no outer step, τ_out = 0. A partial cycle at the end of a task is fused too.
+and the next cycle starts from θ_{b+1}; the optimiser state carries on. While the memory is empty (the first
+task) the method is plain training: no importance, no masks, no fusion — as in the authors' code, whose
+trainer skips all three when ``memory is None``. A partial cycle at the end of a later task is fused too.
 
-Ablations (``ablation``; paper Table 2 and B.6): ``-DIE`` (I_out computed once at the end of each task and kept
-static), ``-KI`` (no masks), ``+GM`` (scalar weights from total importance instead of element-wise masks),
-``+Adaptive`` (soft masks: importance min-max normalised to [0, 1]), ``-Share`` (no update where both masks
-are 1). ``importance: grad`` uses |∇L|; ``ema: false`` uses the single-batch importance.
+Ablations (``ablation``; paper Table 2 and B.6): ``-DIE`` (I_out computed once at the end of each task over the
+memory, one batch at a time, and kept static), ``-KI`` (no masks), ``+GM`` (scalar weights from total importance
+instead of element-wise masks), ``+Adaptive`` (soft masks: importance min-max normalised to [0, 1]), ``-Share``
+(no update where both masks are 1). ``importance: grad`` uses |∇L|; ``ema: false`` uses the single-batch
+importance. ``threshold_scope: per_tensor`` takes the top fraction of every tensor instead of one threshold over
+all of them (a global threshold across LoRA A and B, which differ in scale, can starve one of them: every fusion
+logs how the inner mask splits between A and B).
 
-``variant: reference_code`` follows the authors' public code, which differs from the paper in three places:
+M, the outer steps per cycle: the paper's text says "a single training iteration" (M = 1, the ``paper`` default);
+its Table 8 reference row is Q = 8, M = 4, and the authors' run script uses ``outer_iterations=4`` (the
+``reference_code`` default). ``m`` sets it explicitly.
+
+``variant: reference_code`` follows the authors' public code (WoodScene/Recurrent_KIF: ``trainer.py``,
+``utils/lora_importance_bilevel.py``, ``scripts/run_train_KIF_t5lora.sh``) where it differs from the paper:
 (1) the score is PLATON-style, EMA(Ī)·EMA(|Ī − EMA(Ī)|) with β = 0.85; (2) where both masks are 1 the task
 vectors get weights 0.4 (inner) and 0.6 (outer), and where both are 0 they get 0.5 and 0.5 (so unmasked
-coordinates still move); (3) the EMAs are reset after each fusion.
+coordinates still move); (3) only the inner importance is reset after each fusion (``--empty_inner_score_flag=1``;
+the outer flag is 0), so the outer score runs on across cycles and tasks; (4) M = 4; (5) fusion happens when the
+step count reaches a multiple of Q, so the last partial cycle of a task is kept unfused.
+
+Where both variants differ from the authors' code, and why:
+- the code updates each importance right *after* the optimiser step, |θ_{t+1}·g_t|; we use |θ_t·g_t| (the
+  gradient's own point, as the paper writes it): our hook sees the gradients before the step only;
+- the code's memory is a uniform random 2% of each old task; ours is class-balanced (shared with ``replay``), and
+  outer batches are drawn with replacement;
+- the code's mask is ``score > quantile(score, 0.8)``; ours keeps every coordinate tied at the threshold
+  (``importance.top_fraction_masks``), which differs only on ties.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 from ..errors import ConfigError
+from ..models.weights import assign_, snapshot
 from .base import Method, register
-from .importance import Maps, current_sensitivity, ema_, minmax_normalized, top_fraction_masks, total
+from .importance import ImportanceTracker, Maps, minmax_normalized, top_fraction_masks, total
 from .memory import ReplayMemory
-from ..models.weights import snapshot
 
 ABLATIONS = {None: None, "none": None, "-DIE": "no_die", "no_die": "no_die", "-KI": "no_ki", "no_ki": "no_ki",
              "+GM": "global_weighting", "global_weighting": "global_weighting", "+Adaptive": "adaptive",
              "adaptive": "adaptive", "-Share": "no_share", "no_share": "no_share"}
 VARIANTS = ("paper", "reference_code")
+OUTER_STEPS = {"paper": 1, "reference_code": 4}  # M when ``m`` is not set (see the module doc)
 
 
-def _zeros_like(maps: Maps) -> Maps:
-    return {n: torch.zeros_like(v) for n, v in maps.items()}
+@dataclass
+class FusionWeights:
+    """Per-coordinate weights of τ_in and τ_out in θ_{b+1} = θ_b + w_in ⊙ τ_in + w_out ⊙ τ_out, and the masks
+    they came from (binary, soft, or all ones for ``-KI``): the masks are what the fusion diagnostics count."""
+    w_in: Maps
+    w_out: Maps
+    m_in: Maps
+    m_out: Maps
 
 
-def fuse(theta_b: Maps, tau_in: Maps, tau_out: Maps | None, imp_in: Maps, imp_out: Maps | None, *,
-         top_fraction: float = 0.2, scope: str = "global", ablation: str | None = None,
-         variant: str = "paper") -> Maps:
-    """θ_{b+1} from the cycle's start, its two task vectors and their importance maps (see module doc)."""
-    no_outer = tau_out is None or imp_out is None  # first task: no outer learner, τ_out = 0, m_out = 0
-    if no_outer:
-        tau_out, imp_out = _zeros_like(tau_in), _zeros_like(imp_in)
-
-    def masks(maps: Maps, empty: bool) -> Maps:
-        if empty:
-            return {n: torch.zeros_like(v, dtype=torch.bool) for n, v in maps.items()}
-        return top_fraction_masks(maps, top_fraction, scope)
-
-    if variant == "reference_code":
-        m_in, m_out = masks(imp_in, False), masks(imp_out, no_outer)
-        out = {}
-        for n in theta_b:
-            a, b = m_in[n], m_out[n]
-            w_in = torch.where(a & b, 0.4, torch.where(a, 1.0, torch.where(b, 0.0, 0.5)))
-            w_out = torch.where(a & b, 0.6, torch.where(b, 1.0, torch.where(a, 0.0, 0.5)))
-            out[n] = theta_b[n] + w_in * tau_in[n] + w_out * tau_out[n]
-        return out
+def fusion_weights(imp_in: Maps, imp_out: Maps, *, top_fraction: float = 0.2, scope: str = "global",
+                   ablation: str | None = None, variant: str = "paper") -> FusionWeights:
+    """The weights of Eq. 9 (paper), of an ablation, or of the authors' code (module doc)."""
     if ablation == "no_ki":
-        return {n: theta_b[n] + tau_in[n] + tau_out[n] for n in theta_b}
+        ones = {n: torch.ones_like(v) for n, v in imp_in.items()}
+        return FusionWeights(ones, ones, ones, ones)
     if ablation == "global_weighting":
         s_in, s_out = total(imp_in), total(imp_out)
-        w_in = s_in / (s_in + s_out) if s_in + s_out > 0 and not no_outer else 1.0
-        return {n: theta_b[n] + w_in * tau_in[n] + (1 - w_in) * tau_out[n] for n in theta_b}
+        share = s_in / (s_in + s_out) if s_in + s_out > 0 else 0.5
+        w_in = {n: torch.full_like(v, share) for n, v in imp_in.items()}
+        w_out = {n: torch.full_like(v, 1 - share) for n, v in imp_in.items()}
+        return FusionWeights(w_in, w_out, w_in, w_out)
     if ablation == "adaptive":
         m_in, m_out = minmax_normalized(imp_in, scope), minmax_normalized(imp_out, scope)
+        return FusionWeights(m_in, m_out, m_in, m_out)
+    m_in, m_out = top_fraction_masks(imp_in, top_fraction, scope), top_fraction_masks(imp_out, top_fraction, scope)
+    if variant == "reference_code":
+        w_in, w_out = {}, {}
+        for n in m_in:
+            a, b = m_in[n], m_out[n]
+            w_in[n] = torch.where(a & b, 0.4, torch.where(a, 1.0, torch.where(b, 0.0, 0.5)))
+            w_out[n] = torch.where(a & b, 0.6, torch.where(b, 1.0, torch.where(a, 0.0, 0.5)))
+    elif ablation == "no_share":
+        w_in = {n: (m_in[n] & ~m_out[n]).float() for n in m_in}
+        w_out = {n: (m_out[n] & ~m_in[n]).float() for n in m_out}
     else:
-        m_in, m_out = masks(imp_in, False), masks(imp_out, no_outer)
-        if ablation == "no_share":
-            m_in, m_out = ({n: m_in[n] & ~m_out[n] for n in m_in}, {n: m_out[n] & ~m_in[n] for n in m_out})
-    return {n: theta_b[n] + m_in[n] * tau_in[n] + m_out[n] * tau_out[n] for n in theta_b}
+        w_in, w_out = ({n: m.float() for n, m in m_in.items()}, {n: m.float() for n, m in m_out.items()})
+    return FusionWeights(w_in, w_out, {n: m.float() for n, m in m_in.items()}, {n: m.float() for n, m in m_out.items()})
 
 
-class ImportanceTracker:
-    """The smoothed importance of one learner: plain EMA (paper) or PLATON-style (reference code)."""
+def fuse(theta_b: Maps, tau_in: Maps, tau_out: Maps, weights: FusionWeights) -> Maps:
+    """θ_{b+1} = θ_b + w_in ⊙ τ_in + w_out ⊙ τ_out."""
+    return {n: theta_b[n] + weights.w_in[n] * tau_in[n] + weights.w_out[n] * tau_out[n] for n in theta_b}
 
-    def __init__(self, alpha: float, kind: str, use_ema: bool, platon_beta: float | None = None):
-        self.alpha, self.kind, self.use_ema, self.platon_beta = alpha, kind, use_ema, platon_beta
-        self.reset()
 
-    def reset(self) -> None:
-        self.ema: Maps = {}
-        self.uncertainty: Maps = {}
+def _norm(maps: Maps) -> float:
+    return float(torch.sqrt(sum(v.double().pow(2).sum() for v in maps.values())))
 
-    def update(self, params) -> None:
-        value = current_sensitivity(params, self.kind)
-        if self.platon_beta is not None:
-            beta = self.platon_beta
-            ema_(self.ema, value, beta)
-            ema_(self.uncertainty, {n: (value[n] - self.ema[n]).abs() for n in value}, beta)
-        elif self.use_ema:
-            ema_(self.ema, value, self.alpha)
-        else:
-            self.ema = value
 
-    @property
-    def score(self) -> Maps:
-        if self.platon_beta is not None:
-            return {n: self.ema[n] * self.uncertainty[n] for n in self.ema}
-        return self.ema
+def fusion_diagnostics(tau_in: Maps, tau_out: Maps, weights: FusionWeights) -> dict[str, float]:
+    """What one fusion kept: ‖w ⊙ τ‖/‖τ‖ per task vector, the share of coordinates each mask selects, and how
+    the inner mask's selected coordinates split between LoRA A and LoRA B matrices (NaN-free: 0 when empty)."""
+    def kept(tau: Maps, w: Maps) -> float:
+        full = _norm(tau)
+        return _norm({n: w[n] * tau[n] for n in tau}) / full if full > 0 else 0.0
 
-    def __bool__(self) -> bool:
-        return bool(self.ema)
+    def share(masks: Maps) -> float:
+        return float(sum(m.sum() for m in masks.values()) / sum(m.numel() for m in masks.values()))
+
+    inner_total = float(sum(m.sum() for m in weights.m_in.values()))
+
+    def on(part: str) -> float:
+        chosen = float(sum(m.sum() for n, m in weights.m_in.items() if f".{part}." in n))
+        return chosen / inner_total if inner_total > 0 else 0.0
+
+    return {"kept_inner": kept(tau_in, weights.w_in), "kept_outer": kept(tau_out, weights.w_out),
+            "mask_inner": share(weights.m_in), "mask_outer": share(weights.m_out),
+            "mask_inner_lora_A": on("lora_A"), "mask_inner_lora_B": on("lora_B")}
 
 
 @register
@@ -115,11 +134,12 @@ class RecurrentKIF(Method):
     """Recurrent-KIF: inner/outer learners with importance-masked fusion of their task vectors every Q steps."""
     name = "recurrent_kif"
     description = "Recurrent-KIF (Feng et al., ACL 2025): importance-masked fusion of new/old task vectors every Q steps."
-    defaults = {"q": 8, "m": 1, "alpha_in": 0.55, "alpha_out": 0.55, "top_fraction": 0.2, "threshold_scope": "global",
+    defaults = {"q": 8, "m": None, "alpha_in": 0.55, "alpha_out": 0.55, "top_fraction": 0.2, "threshold_scope": "global",
                 "outer_batch_size": None, "outer_lr": None, "memory_fraction": 0.02, "variant": "paper",
                 "ablation": None, "importance": "weight_grad", "ema": True, "platon_beta": 0.85}
-    bounds = {"q": "[1, inf)", "m": "[1, inf)", "alpha_in": "[0, 1]", "alpha_out": "[0, 1]", "top_fraction": "(0, 1]",
-              "outer_batch_size": "[1, inf) int", "outer_lr": "(0, inf)", "memory_fraction": "[0, 1]", "platon_beta": "[0, 1)"}
+    bounds = {"q": "[1, inf)", "m": "[1, inf) int", "alpha_in": "[0, 1]", "alpha_out": "[0, 1]",
+              "top_fraction": "(0, 1]", "outer_batch_size": "[1, inf) int", "outer_lr": "(0, inf)",
+              "memory_fraction": "[0, 1]", "platon_beta": "[0, 1)"}
     choices = {"variant": tuple(VARIANTS), "importance": ("weight_grad", "grad"), "threshold_scope": ("global", "per_tensor"),
                "ema": (True, False)}
 
@@ -130,10 +150,11 @@ class RecurrentKIF(Method):
         self.ablation = ABLATIONS[self.ablation]
         if self.variant == "reference_code" and self.ablation:
             raise ConfigError("method.params: ablations apply to variant 'paper', not 'reference_code'")
+        self.m = int(self.m) if self.m is not None else OUTER_STEPS[self.variant]
         beta = self.platon_beta if self.variant == "reference_code" else None
         self.inner = ImportanceTracker(self.alpha_in, self.importance, self.ema, beta)
         self.outer = ImportanceTracker(self.alpha_out, self.importance, self.ema, beta)
-        self.fusions = 0
+        self.diagnostics: list[dict[str, float]] = []
 
     # ------------------------------------------------------------------ hooks
     def setup(self, ctx) -> None:
@@ -141,31 +162,45 @@ class RecurrentKIF(Method):
         self.memory = ReplayMemory(self.memory_fraction, ctx.config.seed)
 
     def before_task(self, ctx) -> None:
-        self.params = ctx.backbone.trainable_parameters()
-        self.theta_b = self._snapshot()
+        # Plain training while there is no memory (the first task): nothing below runs then.
+        self.active = len(self.memory) > 0
+        self.tracked = ctx.backbone.trainable_parameters()
+        self.theta_b = self._snapshot() if self.active else {}
         self.inner.reset()
-        self.cycle_steps = 0
+        self.cycle_steps = self.cycle_outer = 0
 
     def after_backward(self, ctx) -> None:
-        self.inner.update(self.params)
+        if self.active:
+            self.inner.update(self.tracked)
 
     def after_step(self, ctx) -> None:
+        if not self.active:
+            return
         self.cycle_steps += 1
-        if self.cycle_steps == int(self.q) or ctx.step == ctx.total_steps:
+        partial_end = ctx.step == ctx.total_steps and self.variant == "paper"
+        if self.cycle_steps == int(self.q) or partial_end:
             self.fuse_cycle(ctx)
 
     def after_task(self, ctx) -> None:
         self.memory.add_task(ctx.task)
         if self.ablation == "no_die":  # static historical importance, measured once at the task's end
             self.outer.reset()
-            for start in range(0, len(self.memory), self._outer_batch(ctx)):
-                ctx.accelerator.backward(ctx.backbone.loss(self.memory.examples[start:start + self._outer_batch(ctx)]))
-                self.outer.update(self.params)
-            ctx.optimizer.zero_grad(set_to_none=True)
+            size = self._outer_batch(ctx)
+            for start in range(0, len(self.memory), size):
+                ctx.backbone.model.zero_grad(set_to_none=True)  # each batch's own gradient, not a running sum
+                ctx.accelerator.backward(ctx.backbone.loss(self.memory.examples[start:start + size]))
+                self.outer.update(self.tracked)
+            ctx.backbone.model.zero_grad(set_to_none=True)
+
+    def report(self) -> dict:
+        if not self.diagnostics:
+            return {"fusions": 0}
+        mean = {k: round(sum(d[k] for d in self.diagnostics) / len(self.diagnostics), 4) for k in self.diagnostics[0]}
+        return {"fusions": len(self.diagnostics), **{f"mean_{k}": v for k, v in mean.items()}}
 
     # ------------------------------------------------------------------ the cycle
     def _snapshot(self) -> Maps:
-        return snapshot(self.params)
+        return snapshot(self.tracked)
 
     def _outer_batch(self, ctx) -> int:
         return int(self.outer_batch_size or ctx.config.training.batch_size)
@@ -173,30 +208,26 @@ class RecurrentKIF(Method):
     def fuse_cycle(self, ctx) -> None:
         theta_q = self._snapshot()
         tau_in = {n: theta_q[n] - self.theta_b[n] for n in theta_q}
-        tau_out = None
-        if len(self.memory):
-            for _ in range(int(self.m)):
-                self._outer_step(ctx)
-            theta_m = self._snapshot()
-            tau_out = {n: theta_m[n] - theta_q[n] for n in theta_q}
-        fused = fuse(self.theta_b, tau_in, tau_out, self.inner.score, self.outer.score if self.outer else None,
-                     top_fraction=self.top_fraction, scope=self.threshold_scope, ablation=self.ablation,
-                     variant=self.variant)
-        with torch.no_grad():
-            for n, p in self.params.items():
-                p.copy_(fused[n])
+        for self.cycle_outer in range(self.m):
+            self._outer_step(ctx)
+        theta_m = self._snapshot()
+        tau_out = {n: theta_m[n] - theta_q[n] for n in theta_q}
+        weights = fusion_weights(self.inner.score, self.outer.score, top_fraction=self.top_fraction,
+                                 scope=self.threshold_scope, ablation=self.ablation, variant=self.variant)
+        assign_(self.tracked, fuse(self.theta_b, tau_in, tau_out, weights))
+        record = fusion_diagnostics(tau_in, tau_out, weights)
+        self.diagnostics.append(record)
+        ctx.log({"event": "fusion", "stage": ctx.task.name, "step": ctx.step, **{k: round(v, 5) for k, v in record.items()}})
         self.theta_b = self._snapshot()
-        self.cycle_steps = 0
-        self.fusions += 1
-        if self.variant == "reference_code":  # the authors' code restarts both EMAs after every fusion
+        self.cycle_steps = self.cycle_outer = 0
+        if self.variant == "reference_code":  # the authors' --empty_inner_score_flag=1 (the outer flag is 0)
             self.inner.reset()
-            self.outer.reset()
 
     def _outer_step(self, ctx) -> None:
         batch = self.memory.sample(self._outer_batch(ctx), ctx.rng)
         ctx.accelerator.backward(ctx.backbone.loss(batch))
         if self.ablation != "no_die":
-            self.outer.update(self.params)  # historical importance at the current weights
+            self.outer.update(self.tracked)  # historical importance at the current weights
         lrs = [g["lr"] for g in ctx.optimizer.param_groups]
         if self.outer_lr is not None:
             for g in ctx.optimizer.param_groups:

@@ -10,7 +10,8 @@ example's options.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -54,8 +55,23 @@ class Backbone(ABC):
         self.settings = settings
         self.device = torch.device(device)
         self.forward_model: nn.Module = self.model  # replaced by the accelerate-prepared wrapper (DDP)
+        self._frozen_cache: dict | None = None       # values valid while the weights cannot change (inference())
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
+
+    @contextmanager
+    def inference(self) -> Iterator[None]:
+        """Evaluation mode without autograd; what is computed from the weights alone (an encoder's label embeddings)
+        is computed once inside and forgotten on leaving, since training changes the weights."""
+        was_training = self.model.training
+        self.model.eval()
+        self._frozen_cache = {}
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            self._frozen_cache = None
+            self.model.train(was_training)
 
     # ---------------------------------------------------------------- parameters and structure
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
@@ -151,8 +167,27 @@ class Seq2SeqBackbone(Backbone):
 
 
 class EncoderBackbone(Backbone):
-    """Label scoring with a sentence encoder: the answer is the option whose embedding is closest."""
+    """Label scoring with a sentence encoder: the answer is the candidate label whose embedding is closest.
+
+    The candidates are the example's own options, or, with ``label_space`` set (``model.label_space: all``), every
+    label of the run for every example."""
     kind = "encoder"
+    label_space: tuple[str, ...] | None = None
+
+    def candidates(self, example: Example) -> tuple[str, ...]:
+        if self.label_space is not None:
+            return self.label_space
+        if not example.options:
+            raise ConfigError(f"task {example.task!r}: an encoder backbone needs label options (classification tasks)")
+        return example.options
+
+    def _label_embeddings(self, labels: list[str]) -> torch.Tensor:
+        if self._frozen_cache is None:
+            return self.embed(labels)
+        key = ("labels", tuple(labels))
+        if key not in self._frozen_cache:
+            self._frozen_cache[key] = self.embed(labels)
+        return self._frozen_cache[key]
 
     def embed(self, texts: list[str]) -> torch.Tensor:
         tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.settings.max_length,
@@ -163,15 +198,15 @@ class EncoderBackbone(Backbone):
         return F.normalize(pooled, dim=-1)
 
     def _logits(self, examples: list[Example]) -> tuple[torch.Tensor, list[str]]:
-        for ex in examples:
-            if not ex.options:
-                raise ConfigError(f"task {ex.task!r}: an encoder backbone needs label options (classification tasks)")
-        labels = sorted({o for ex in examples for o in ex.options})  # type: ignore[union-attr]
+        per_example = [self.candidates(ex) for ex in examples]
+        labels = sorted({o for c in per_example for o in c})
         index = {lab: i for i, lab in enumerate(labels)}
-        sims = self.settings.label_scale * self.embed([ex.prompt for ex in examples]) @ self.embed(labels).T
+        sims = self.settings.label_scale * self.embed([ex.prompt for ex in examples]) @ self._label_embeddings(labels).T
+        if self.label_space is not None:
+            return sims, labels
         allowed = torch.zeros_like(sims, dtype=torch.bool)
-        for row, ex in enumerate(examples):
-            allowed[row, [index[o] for o in ex.options]] = True  # type: ignore[union-attr]
+        for row, c in enumerate(per_example):
+            allowed[row, [index[o] for o in c]] = True
         return sims.masked_fill(~allowed, float("-inf")), labels
 
     def loss(self, examples: list[Example]) -> torch.Tensor:

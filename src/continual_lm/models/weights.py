@@ -56,6 +56,14 @@ def snapshot(params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in params.items()}
 
 
+def assign_(params: Mapping[str, torch.Tensor], values: Mapping[str, torch.Tensor]) -> None:
+    """In place, without autograd: each named parameter takes its value from ``values`` (names it lacks stay)."""
+    with torch.no_grad():
+        for n, p in params.items():
+            if n in values:
+                p.copy_(values[n])
+
+
 def flat_weights(backbone: Backbone) -> dict[str, torch.Tensor]:
     return snapshot(tracked_parameters(backbone))
 

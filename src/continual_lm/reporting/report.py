@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..evaluation.metrics import learning_accuracy
+from ..evaluation.metrics import average_performance, forgetting, learning_accuracy
 
 
 def _fmt(x: float | None) -> str:
@@ -22,7 +22,7 @@ def run_report(name: str, method: str, metrics: dict) -> str:
     return "\n".join([
         f"# {name} — {method}", "",
         f"OP **{_fmt(metrics['op'])}** · BWT **{_fmt(metrics['bwt'])}** · FWT **{_fmt(metrics['fwt'])}** · "
-        f"LA **{_fmt(metrics.get('la'))}** · "
+        f"LA **{_fmt(metrics.get('la'))}** · F **{_fmt(metrics.get('f'))}** · AP **{_fmt(metrics.get('ap'))}** · "
         f"{metrics['seconds']:.0f} s", "",
         "Accuracy matrix (%): row = after training on that stage, column = evaluated task.", "",
         matrix_table(metrics["tasks"], metrics["stages"], metrics["acc_matrix"], metrics["initial"]), "",
@@ -47,17 +47,19 @@ def forgetting_table(rows: list[dict] | None) -> list[str]:
 
 def summary_row(run: str, metrics: dict) -> dict:
     """One run's line in the comparison tables, from its metrics (metrics.json or RunResult.to_json() + method).
-    LA is recomputed from the matrix so that runs written before it was recorded compare too."""
+    LA, F and AP are recomputed from the matrix so that runs written before they were recorded compare too."""
+    acc = metrics["acc_matrix"]
     return {"run": run, "method": metrics["method"], "op": metrics["op"], "bwt": metrics["bwt"],
-            "fwt": metrics["fwt"], "la": learning_accuracy(metrics["acc_matrix"]), "seconds": metrics["seconds"]}
+            "fwt": metrics["fwt"], "la": learning_accuracy(acc), "f": forgetting(acc), "ap": average_performance(acc),
+            "seconds": metrics["seconds"]}
 
 
 def comparison_table(rows: list[dict]) -> str:
     """rows: summary_row(...) per run -> a markdown table."""
-    out = ["| run | method | OP | BWT | FWT | LA | seconds |", "|---|---|---|---|---|---|---|"]
+    out = ["| run | method | OP | BWT | FWT | LA | F | AP | seconds |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['run']} | {r['method']} | {_fmt(r['op'])} | {_fmt(r['bwt'])} | {_fmt(r['fwt'])} | "
-                   f"{_fmt(r['la'])} | {r['seconds']:.0f} |")
+                   f"{_fmt(r['la'])} | {_fmt(r['f'])} | {_fmt(r['ap'])} | {r['seconds']:.0f} |")
     return "\n".join(out)
 
 
@@ -96,7 +98,7 @@ def _mean_std(values: list[float]) -> tuple[float, float] | None:
 
 def aggregate_by_method(rows: list[dict]) -> dict[str, dict]:
     """rows: summary_row(...) per run -> per method mean/std of each (runs in order seen)."""
-    keys = ("op", "bwt", "fwt", "la", "seconds")
+    keys = ("op", "bwt", "fwt", "la", "f", "ap", "seconds")
     out: dict[str, dict] = {}
     for r in rows:
         out.setdefault(r["method"], {"runs": 0, **{k: [] for k in keys}})
@@ -108,6 +110,9 @@ def aggregate_by_method(rows: list[dict]) -> dict[str, dict]:
             ms = _mean_std(stats[k])
             stats[k] = None if ms is None else {"mean": round(ms[0], 2), "std": round(ms[1], 2)}
     return out
+
+
+PAIRED_KEYS = ("op", "bwt", "f", "ap", "la")  # what the paired tables report
 
 
 def paired_differences(rows: list[dict], baseline: str, keys: tuple[str, ...] = ("op", "bwt"),
@@ -153,8 +158,8 @@ def paired_table(diffs: dict[str, dict], baseline: str) -> str:
 def method_table(per_method: dict[str, dict]) -> str:
     def cell(x):
         return "–" if x is None else f"{x['mean']:.1f} ± {x['std']:.1f}"
-    out = ["| method | runs | OP | BWT | FWT | LA | seconds / run |", "|---|---|---|---|---|---|---|"]
+    out = ["| method | runs | OP | BWT | FWT | LA | F | AP | seconds / run |", "|---|---|---|---|---|---|---|---|---|"]
     for name, s in per_method.items():
         out.append(f"| {name} | {s['runs']} | {cell(s['op'])} | {cell(s['bwt'])} | {cell(s['fwt'])} | "
-                   f"{cell(s['la'])} | {s['seconds']['mean']:.0f} |")
+                   f"{cell(s['la'])} | {cell(s.get('f'))} | {cell(s.get('ap'))} | {s['seconds']['mean']:.0f} |")
     return "\n".join(out)

@@ -39,6 +39,8 @@ class RunResult:
     method_report: dict = field(default_factory=dict)                  # what the method reports of itself
     processes: int = 1                                                 # data-parallel processes that trained
     la: float | None = None                                            # learning accuracy (metrics.py)
+    f: float | None = None                                             # forgetting, max-based (metrics.py)
+    ap: float | None = None                                            # average performance over stages
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -76,9 +78,12 @@ def batches(examples: list[Example], batch_size: int, seed: int, accelerator: Ac
 
 
 def steps_for(t: TrainSettings, n_examples: int, world: int) -> int:
+    """Optimiser steps for ``t.epochs`` passes over the data, counting the batches ``batches`` yields per epoch
+    (the last one partial), so that every example is seen once per epoch."""
     if t.max_steps is not None:
         return t.max_steps
-    return max(1, math.ceil(t.epochs * n_examples / (t.batch_size * t.grad_accum * world)))
+    per_epoch = len(range(0, n_examples - world + 1, t.batch_size * world))
+    return max(1, math.ceil(t.epochs * per_epoch / t.grad_accum))
 
 
 def evaluate_all(backbone: Backbone, tasks: list[Task], cfg: ExperimentConfig,
@@ -116,14 +121,15 @@ def train_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone,
             raise DataError(f"stage {stage.name!r}: no training examples")
         ctx.task_index, ctx.stage_task_indices, ctx.step, ctx.stop = stage_index, stage.task_indices, 0, False
         method.before_task(ctx)
+        examples = method.stage_examples(ctx, stage)
         train = cfg.training.for_task(stage.name)
         params = [p for p in backbone.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
         ctx.optimizer = accelerator.prepare(optimizer)
-        ctx.total_steps = steps_for(train, len(stage.examples), accelerator.num_processes)
-        scheduler = get_scheduler(train.schedule, ctx.optimizer, num_warmup_steps=int(train.warmup_ratio * ctx.total_steps),
+        ctx.total_steps = steps_for(train, len(examples), accelerator.num_processes)
+        scheduler = get_scheduler(train.schedule, ctx.optimizer, num_warmup_steps=train.warmup_for(ctx.total_steps),
                                   num_training_steps=ctx.total_steps)
-        data = batches(stage.examples, train.batch_size, cfg.seed * 1000 + stage_index, accelerator)
+        data = batches(examples, train.batch_size, cfg.seed * 1000 + stage_index, accelerator)
         # The "spurious forgetting curve": the first task's score at chosen steps of later stages.
         watch = evaluate and stage_index > 0 and bool(cfg.curve_steps)
         points: dict[str, float] = {}
@@ -176,8 +182,8 @@ def train_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone,
             tqdm.write(f"after {stage.name}: "
                        + "  ".join(f"{t.name}={s:.1f}" for t, s in zip(tasks, row) if s is not None))
 
-    metrics = summarize(acc_matrix, initial) if evaluate else {"op": None, "bwt": None, "fwt": None, "la": None}
-    return RunResult([t.name for t in tasks], [s.name for s in stages], acc_matrix, initial, metrics["op"],  # type: ignore[arg-type]
-                     metrics["bwt"], metrics["fwt"], round(time.time() - started, 2), curve, method.report(),
-                     accelerator.num_processes, metrics["la"])
+    metrics = summarize(acc_matrix, initial) if evaluate else dict.fromkeys(("op", "bwt", "fwt", "la", "f", "ap"))
+    return RunResult(tasks=[t.name for t in tasks], stages=[s.name for s in stages], acc_matrix=acc_matrix,
+                     initial=initial, seconds=round(time.time() - started, 2), curve=curve,
+                     method_report=method.report(), processes=accelerator.num_processes, **metrics)
 
