@@ -18,13 +18,22 @@ from _common import SHARED_DATA, environment, write_results
 from continual_lm.config import ExperimentConfig, load_config
 from continual_lm.errors import ConfigError
 from continual_lm.experiments.runner import configured_method, run_experiment
+from continual_lm.methods import split_method_spec
 from continual_lm.reporting.report import (PAIRED_KEYS, aggregate_by_method, method_table, paired_differences,
                                           paired_table, summary_row)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-ALL_METHODS = ["seq", "inc_lora", "replay", "ewc", "o_lora", "tasl", "migu", "vr_mcl", "recurrent_kif", "mtl"]
+ALL_METHODS = ["seq", "inc_lora", "replay", "ewc", "o_lora", "tasl", "migu", "vr_mcl", "recurrent_kif",
+               "recurrent_kif:reference_code", "mtl"]
 # Results can only be pooled when these settings agree.
-POOLED_KEYS = ("benchmark", "backbone", "n_train", "n_test", "overrides")
+POOLED_KEYS = ("benchmark", "backbone", "label_space", "n_train", "n_test", "epochs", "overrides")
+
+
+def method_overrides(spec: str) -> list[str]:
+    """A grid's method entry (a name, or NAME:VARIANT, e.g. recurrent_kif:reference_code) as config overrides; the
+    entry is the method's label in the results."""
+    name, params = split_method_spec(spec)
+    return [f"method.name={name}"] + [f"method.params.{k}={v}" for k, v in params.items()]
 
 
 def add_grid_arguments(p: argparse.ArgumentParser) -> None:
@@ -92,11 +101,11 @@ def run_grid(config: str, orders: list[int], seeds: list[int], methods: list[str
     root = runs.resolve() if runs is not None else Path(tempfile.mkdtemp(prefix="clm-cl-"))
 
     def folder_of(order: int, seed: int, method: str) -> Path:
-        return root / f"order{order}-seed{seed}-{method}"
+        return root / f"order{order}-seed{seed}-{method.replace(':', '-')}"
 
     def config_of(order: int, seed: int, method: str) -> ExperimentConfig:
         return load_config(CONFIGS / config, [f"data.data_dir={SHARED_DATA / 'cl_benchmark'}", f"data.order={order}",
-                                              f"seed={seed}", f"method.name={method}",
+                                              f"seed={seed}", *method_overrides(method),
                                               f"training.num_threads={threads}", *overrides])
 
     try:  # a bad override, config or method parameter stops here, before hours of runs, not at the run it breaks

@@ -69,6 +69,18 @@ def test_ewc_fisher_hand_computed_and_penalty_gradient():
     assert torch.allclose(backbone.model.weight.grad, expected)
 
 
+def test_ewc_fisher_normalised_by_its_mean():
+    """fisher_norm: mean divides each task's Fisher by its mean over all parameters, so that λ means the same on
+    any backbone: the task Fisher of the hand-computed example (2, 8) becomes (0.4, 1.6)."""
+    task = Task("t", [Example("1 0", "0", "t"), Example("0 2", "1", "t")], [])
+    backbone = ToyBackbone([1.0, 1.0])
+    ewc = create_method("ewc", {"fisher_norm": "mean"})
+    ctx = toy_ctx(backbone, task)
+    ewc.setup(ctx)
+    ewc.after_task(ctx)
+    assert torch.allclose(ewc.fisher["weight"], T([[2 / 5, 8 / 5]]))
+
+
 def test_o_lora_orthogonality_loss():
     a_old = {"layer": T([[1.0, 0.0, 0.0]])}                   # r=1, in=3
     assert orthogonality_loss([a_old], {"layer": T([[0.0, 2.0, 3.0]])}).item() == 0.0
@@ -361,3 +373,41 @@ def test_replay_mix_adds_a_memory_batch_to_every_step(cl_root):
     batches = [batch for _, batch in seen]
     assert [len(b) for b in batches] == [4, 4, 4, 6, 6, 6]
     assert all({ex.task for ex in b[4:]} == {"agnews"} for b in batches[3:])
+
+
+def test_o_lora_old_adapters_receive_no_gradient(cl_root):
+    """In task 1 only the new adapter learns: the old adapter's parameters get no gradient at all (not only an
+    orthogonality loss computed on detached copies), and stay bit-identical."""
+    cfg = parse_config(tiny_config(cl_root, "gpt", "causal", "lora", method="o_lora", max_steps=3))
+    tasks, world = build_tasks(cfg)
+    acc = make_accelerator()
+    backbone = prepare_backbone(cfg, tasks, world, acc)
+    grads, ends = [], []
+
+    class Spy(type(create_method("o_lora"))):
+        def after_backward(self, ctx):
+            if ctx.task_index == 1:
+                grads.append({n: p.grad for n, p in ctx.backbone.model.named_parameters() if ".default." in n})
+                assert any(p.grad is not None for n, p in ctx.backbone.model.named_parameters() if ".task1." in n)
+
+        def after_task(self, ctx):
+            ends.append({n: p.detach().clone() for n, p in ctx.backbone.model.named_parameters() if ".default." in n})
+
+    train_sequence(cfg, tasks, backbone, Spy(), accelerator=acc)
+    assert len(grads) == 3 and all(g is None for step in grads for g in step.values())
+    assert all(torch.equal(ends[0][n], ends[1][n]) for n in ends[0])
+
+
+def test_vr_mcl_meta_gradient_by_hand():
+    """First-order meta-gradient on a 2-parameter linear model: θ' = θ − α∇L_cur(θ), g = ∇L_{cur∪mem}(θ')."""
+    task = Task("t", [Example("1 0", "0", "t")], [])
+    backbone = ToyBackbone([1.0, 1.0])
+    vr = create_method("vr_mcl", {"inner_lr": 0.1})
+    ctx = toy_ctx(backbone, task)
+    vr.setup(ctx)
+    vr.before_task(ctx)
+    vr.batch = [Example("1 0", "0", "t")]            # L_cur = (w1 − 0)²: ∇ = (2·w1, 0) = (2, 0) at w = (1, 1)
+    vr.replayed = [Example("0 1", "3", "m")]         # L_mem = (w2 − 3)²
+    g = vr._meta_gradient(ctx, {"weight": T([[1.0, 1.0]])})
+    # θ' = (1 − 0.1·2, 1) = (0.8, 1); on cur ∪ mem (mean of 2): ∇ = ((2·0.8)/2, (2·(1 − 3))/2) = (0.8, −2)
+    assert torch.allclose(g["weight"], T([[0.8, -2.0]]))

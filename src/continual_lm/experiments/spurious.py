@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..config import ExperimentConfig, MethodSettings, load_config
 from ..errors import ConfigError
-from ..methods import METHODS
+from ..methods import METHODS, split_method_spec
 from ..reporting.run_folder import default_run_dir, write_json
 from .runner import check_method_names, run_experiment
 
@@ -50,18 +50,20 @@ def run_default_experiment(out_dir: str | Path | None = None, config: Experiment
         raise ConfigError("the default experiment needs data.benchmark: biography")
     methods = methods or DEFAULT_METHODS
     check_method_names(cfg)
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if split_method_spec(m)[0] not in METHODS]
     if unknown:
         raise ConfigError(f"--methods: unknown method(s) {unknown}; known: {sorted(METHODS)}")
     out = Path(out_dir or default_run_dir(cfg.name))
     if (out / "summary.json").exists():
         raise ConfigError(f"--out {out}: holds a finished experiment (summary.json); choose another folder")
     summary: dict = {"methods": {}, "seconds": 0.0}
-    for name in methods:
+    for name in methods:  # a name, or NAME:VARIANT
         echo(f"== {name} ==")
-        run_cfg = cfg.model_copy(update={"name": f"{cfg.name}-{name}",
-                                         "method": MethodSettings(name=name, params=(method_params or {}).get(name, {}))})
-        result, _ = run_experiment(run_cfg, out / name)
+        registered, variant = split_method_spec(name)
+        params = {**(method_params or {}).get(name, {}), **variant}
+        run_cfg = cfg.model_copy(update={"name": f"{cfg.name}-{name.replace(':', '-')}",
+                                         "method": MethodSettings(name=registered, params=params)})
+        result, _ = run_experiment(run_cfg, out / name.replace(":", "-"))
         summary["methods"][name] = method_row(result.to_json())
     summary["seconds"] = round(time.time() - started, 1)
     write_json(out / "summary.json", summary)

@@ -1,6 +1,6 @@
 """Continual-learning methods. Importing this package registers every method in ``METHODS``."""
 from . import (ewc, freeze, grad_projection, inc_lora, lamol, migu, mtl, o_lora, recurrent_kif,  # noqa: F401
                replay, seq, task_vector, tasl, vr_mcl)  # registration side effect
-from .base import METHODS, Method, Stage, create_method, register
+from .base import METHODS, Method, Stage, create_method, register, split_method_spec
 
-__all__ = ["METHODS", "Method", "Stage", "create_method", "register"]
+__all__ = ["METHODS", "Method", "Stage", "create_method", "register", "split_method_spec"]

@@ -125,5 +125,12 @@ def create_method(name: str, params: dict[str, Any] | None = None) -> Method:
     return METHODS[name](**(params or {}))
 
 
+def split_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """A method entry of a comparison: a registered name, or NAME:VARIANT for one of its variants
+    (``recurrent_kif:reference_code`` → ("recurrent_kif", {"variant": "reference_code"}))."""
+    name, _, variant = spec.partition(":")
+    return name, ({"variant": variant} if variant else {})
+
+
 def method_summary(cls: type[Method]) -> str:
     return cls.description or (inspect.getdoc(cls) or "").splitlines()[0]

@@ -2,7 +2,12 @@
 
 After each task: the diagonal empirical Fisher F = E[(∂L/∂θ)²] over the task's training batches, accumulated
 across tasks (F ← γ·F + F_task; γ = 1 sums them), and the anchor θ* = the weights at the task's end.
-During later tasks the loss gets the penalty  λ/2 · Σ F ⊙ (θ − θ*)²,  whose gradient is λ·F ⊙ (θ − θ*)."""
+During later tasks the loss gets the penalty  λ/2 · Σ F ⊙ (θ − θ*)²,  whose gradient is λ·F ⊙ (θ − θ*).
+
+The Fisher's scale depends on the backbone, the loss and the number of trainable parameters, so a λ tuned on one
+model means little on another (the spurious-forgetting paper uses λ in 1e6–1e7 on its own model). ``fisher_norm:
+mean`` divides each task's Fisher by its mean over all parameters before accumulating it: λ is then the penalty's
+weight on a parameter of average importance, comparable across backbones. Default ``none`` (the paper's form)."""
 from __future__ import annotations
 
 import torch
@@ -21,8 +26,9 @@ def ewc_penalty(params: dict[str, torch.Tensor], fisher: dict[str, torch.Tensor]
 class EWC(Method):
     name = "ewc"
     description = "EWC (Kirkpatrick et al., 2017): online diagonal-Fisher penalty λ/2 Σ F (θ − θ*)²."
-    defaults = {"lambda_ewc": 1000.0, "gamma": 1.0, "fisher_batches": 16}
+    defaults = {"lambda_ewc": 1000.0, "gamma": 1.0, "fisher_batches": 16, "fisher_norm": "none"}
     bounds = {"lambda_ewc": "[0, inf)", "gamma": "[0, 1]", "fisher_batches": "[1, inf)"}
+    choices = {"fisher_norm": ("none", "mean")}
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
@@ -40,6 +46,9 @@ class EWC(Method):
         examples, bs = ctx.task.train, ctx.config.training.batch_size
         starts = list(range(0, len(examples), bs))[: int(self.fisher_batches)]
         task_fisher = diagonal_fisher(params, (lambda s=s: ctx.backbone.loss(examples[s:s + bs]) for s in starts))
+        if self.fisher_norm == "mean":
+            mean = sum(float(f.sum()) for f in task_fisher.values()) / sum(f.numel() for f in task_fisher.values())
+            task_fisher = {n: f / mean if mean > 0 else f for n, f in task_fisher.items()}
         for n, f in task_fisher.items():
             self.fisher[n] = self.gamma * self.fisher[n] + f if n in self.fisher else f
         self.anchor = snapshot(params)

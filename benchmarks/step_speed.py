@@ -1,0 +1,124 @@
+"""How close a training step of the toolkit comes to the physical limit for its backbone, and where a run's time goes.
+
+Side by side in one process, on the same batches (Standard CL, label space of the run, MiniLM + LoRA r8):
+- ``loop``: optimiser steps of ``training/loop.py`` (method hooks, tokenisation, clipping, scheduler, logging);
+- ``bare``: the same computation written directly against transformers + peft — batches tokenised beforehand, the
+  encoder on prompts and labels, mean pooling, cosine logits, cross-entropy, backward, AdamW step;
+the ratio loop / bare (goal ≤ 1.15). Then the breakdown of one full run of ``configs/standard_cl.yaml`` with ``seq``
+(training, evaluation, set-up) and the evaluation share of its wall time (goal ≤ 25%).
+
+    python benchmarks/step_speed.py [--quick] [--out FILE] [--threads 2]
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from _common import SHARED_DATA, environment, parser, write_results  # noqa: E402
+
+from continual_lm.config import load_config  # noqa: E402
+from continual_lm.experiments.runner import build_tasks, prepare_backbone, run_experiment  # noqa: E402
+from continual_lm.methods import create_method  # noqa: E402
+from continual_lm.training.loop import batches, make_accelerator, train_sequence  # noqa: E402
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "standard_cl.yaml"
+
+
+def regime_config(overrides: list[str]):
+    return load_config(CONFIG, [f"data.data_dir={SHARED_DATA / 'cl_benchmark'}", *overrides])
+
+
+def loop_seconds_per_step(steps: int) -> float:
+    """Mean seconds per optimiser step of the loop on the first task (seq), evaluation excluded."""
+    cfg = regime_config([f"training.max_steps={steps}", "data.tasks=[dbpedia]", "data.n_test=8"])
+    tasks, _ = build_tasks(cfg)
+    acc = make_accelerator()
+    backbone = prepare_backbone(cfg, tasks, None, acc)
+    records: list[dict] = []
+    train_sequence(cfg, tasks, backbone, create_method("seq"), records.append, acc)
+    stage = next(r for r in records if r["event"] == "stage_end")
+    return stage["train_seconds"] / stage["steps"]
+
+
+def bare_seconds_per_step(steps: int) -> float:
+    """The same batches and model, tokenised beforehand, stepped by hand: the floor for this backbone."""
+    cfg = regime_config([f"training.max_steps={steps}", "data.tasks=[dbpedia]", "data.n_test=8"])
+    tasks, _ = build_tasks(cfg)
+    acc = make_accelerator()
+    backbone = prepare_backbone(cfg, tasks, None, acc)
+    model, tok, scale = backbone.model, backbone.tokenizer, cfg.model.label_scale
+    labels = list(backbone.label_space)
+    data = batches(tasks[0].train, cfg.training.batch_size, cfg.seed * 1000, acc)
+    prepared = []
+    for _ in range(steps):
+        batch = next(data)
+        enc = tok([ex.prompt for ex in batch], padding=True, truncation=True, max_length=cfg.model.max_length,
+                  return_tensors="pt")
+        prepared.append((enc, torch.tensor([labels.index(ex.target) for ex in batch])))
+    label_enc = tok(labels, padding=True, return_tensors="pt")
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.training.lr)
+    model.train()
+
+    def pooled(enc):
+        hidden = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1)
+        return F.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+
+    started = time.perf_counter()
+    for enc, target in prepared:
+        logits = scale * pooled(enc) @ pooled(label_enc).T
+        F.cross_entropy(logits, target).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return (time.perf_counter() - started) / steps
+
+
+def run_breakdown(n_train: int, n_test: int) -> dict:
+    """One seq run of the regime config: wall time, training, evaluation (from the run's own log)."""
+    import json
+    cfg = regime_config([f"data.n_train={n_train}", f"data.n_test={n_test}"])
+    folder = Path(tempfile.mkdtemp(prefix="clm-speed-")) / "run"
+    started = time.time()
+    result, _ = run_experiment(cfg, folder)
+    wall = time.time() - started
+    log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+    train = sum(r["train_seconds"] for r in log if r["event"] == "stage_end")
+    evaluation = result.seconds - train
+    return {"n_train": n_train, "n_test": n_test, "wall_seconds": round(wall, 1), "loop_seconds": result.seconds,
+            "train_seconds": round(train, 1), "evaluation_seconds": round(evaluation, 1),
+            "setup_seconds": round(wall - result.seconds, 1), "evaluation_share": round(evaluation / wall, 3),
+            "op": result.op, "bwt": result.bwt}
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0], "step_speed.json").parse_args()
+    torch.set_num_threads(args.threads)
+    if not (SHARED_DATA / "cl_benchmark").is_dir():
+        sys.exit(f"needs the benchmark data in {SHARED_DATA / 'cl_benchmark'}")
+    steps, repeats = (20, 2) if args.quick else (60, 3)
+    loop, bare = [], []
+    for _ in range(repeats):  # interleaved, so drifts in machine load hit both alike
+        loop.append(loop_seconds_per_step(steps))
+        bare.append(bare_seconds_per_step(steps))
+        print(f"loop {loop[-1]:.4f} s/step  bare {bare[-1]:.4f} s/step", flush=True)
+    ratio = statistics.median(loop) / statistics.median(bare)
+    breakdown = run_breakdown(*((100, 50) if args.quick else (1000, 200)))
+    print(breakdown, flush=True)
+    write_results(args.out, {
+        "setting": {"config": "configs/standard_cl.yaml", "backbone": "all-MiniLM-L6-v2 + LoRA r8 (query, value)",
+                    "label_space": "all", "batch_size": 8, "steps_timed": steps, "repeats": repeats,
+                    "threads": args.threads, "quick": args.quick},
+        "loop_seconds_per_step": [round(x, 4) for x in loop], "bare_seconds_per_step": [round(x, 4) for x in bare],
+        "ratio_loop_over_bare": round(ratio, 3), "goal_ratio": 1.15, "run": breakdown, "goal_evaluation_share": 0.25,
+        "environment": environment(),
+    })
+
+
+if __name__ == "__main__":
+    main()
