@@ -1,47 +1,26 @@
-"""Long Sequence (15 tasks, order 4) with all-MiniLM-L6-v2 + LoRA, label scoring, every method; OP / BWT / FWT.
+"""Long Sequence (15 tasks, order 4; orders 5 and 6 with --orders), all-MiniLM-L6-v2 + LoRA, label scoring over every
+label of the run (configs/long_sequence.yaml), every real-data method; OP / BWT / FWT / LA / F / AP.
 
-Default size: n_train 64 per task, n_test 100, 1 seed.
+Evaluation dominates on a CPU: after each task only the tasks seen so far and the next one are evaluated
+(eval_tasks: seen_and_next), all that the metrics need. The default size is n_train 250 per task (--set
+data.n_train=... to change it), which fits a day of one CPU core for the default methods.
 
-    python benchmarks/long_sequence.py [--quick] [--out FILE] [--seeds 0] [--n-train 64] [--threads 2]
-                                       [--resume] [--merge FILE ...] [--runs DIR]
-
-Evaluation dominates on this CPU: after each task only the tasks seen so far and the next one are evaluated
-(configs/long_sequence.yaml: eval_tasks: seen_and_next), all that OP/BWT/FWT need.
+    python benchmarks/long_sequence.py [--quick] [--out FILE] [--orders 4] [--seeds 0] [--threads 1] [--resume] ...
 """
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch  # noqa: E402
-from _cl import ALL_METHODS, add_grid_arguments, run_or_merge  # noqa: E402
-from _common import SHARED_DATA, parser  # noqa: E402
+from continual_lm.experiments.benchmark import Preset, grid_benchmark
 
-DISCUSSION_FILE = Path(__file__).resolve().parent / "results" / "long_sequence_discussion.md"
+HERE = Path(__file__).resolve().parent
+METHODS = ["seq", "inc_lora", "replay", "ewc", "o_lora", "tasl", "migu", "vr_mcl", "recurrent_kif",
+           "recurrent_kif:reference_code", "mtl"]
+DATA = f"data.data_dir={HERE.parents[1] / 'shared' / 'data' / 'cl_benchmark'}"
 
-
-def main() -> None:
-    p = parser(__doc__.splitlines()[0], "long_sequence.json")
-    p.add_argument("--seeds", default="0")
-    p.add_argument("--methods", default=None, help="default: all (--quick: seq, replay, recurrent_kif)")
-    p.add_argument("--n-train", type=int, default=None, help="per task (default 64; --quick: 24)")
-    p.add_argument("--n-test", type=int, default=None, help="per task (default 100; --quick: 40)")
-    add_grid_arguments(p)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    if not (SHARED_DATA / "cl_benchmark").is_dir():
-        sys.exit(f"needs the benchmark data in {SHARED_DATA / 'cl_benchmark'}")
-    seeds = [int(x) for x in args.seeds.split(",")]
-    methods = (args.methods or ("seq,replay,recurrent_kif" if args.quick else ",".join(ALL_METHODS))).split(",")
-    n_train = args.n_train or (24 if args.quick else 64)
-    n_test = args.n_test or (40 if args.quick else 100)
-    setting = {"benchmark": "Long Sequence (order 4)", "backbone": "all-MiniLM-L6-v2 + LoRA r8 (query, value)",
-               "n_train": n_train, "n_test": n_test, "epochs": 1, "batch_size": 8, "lr": 1e-3}
-    discussion = DISCUSSION_FILE.read_text() if DISCUSSION_FILE.exists() else ""
-    run_or_merge(args, "long_sequence.yaml", [4], seeds, methods, [f"data.n_train={n_train}", f"data.n_test={n_test}"],
-                 setting, discussion)
-
+PRESET = Preset(HERE.parent / "configs" / "long_sequence.yaml", "long_sequence.json", METHODS, [0], [4],
+                [DATA, "data.n_train=250"],
+                quick={"methods": ["seq", "replay", "recurrent_kif"], "overrides": [DATA, "data.n_train=24", "data.n_test=40"]},
+                discussion="long_sequence_discussion.md")
 
 if __name__ == "__main__":
-    main()
+    sys.exit(grid_benchmark(PRESET, HERE / "results"))

@@ -16,10 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED_DATA, environment, parser, write_results  # noqa: E402
+from continual_lm.experiments.benchmark import script_parser, write_results
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "standard_cl.yaml"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+RESULTS = Path(__file__).resolve().parent / "results"
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "standard_cl_task_incremental.yaml"
 BIN = Path(sys.executable).parent
 
 
@@ -37,7 +38,7 @@ def launch(argv: list[str], out: Path, overrides: list[str]) -> dict:
 
 
 def main() -> None:
-    args = parser(__doc__.splitlines()[0], "multiprocess.json").parse_args()
+    args = script_parser(__doc__, RESULTS, "multiprocess.json").parse_args()
     if not (SHARED_DATA / "cl_benchmark").is_dir():
         sys.exit(f"needs the benchmark data in {SHARED_DATA / 'cl_benchmark'}")
     n_train, n_test = (64, 64) if args.quick else (160, 200)
@@ -54,7 +55,7 @@ def main() -> None:
     write_results(args.out, {
         "setting": {"tasks": ["dbpedia", "amazon"], "n_train": n_train, "n_test": n_test, "global_batch": 8},
         "single_process": single, "torchrun_2": torchrun, "accelerate_launch_cpu_2": accelerate,
-        "op_difference": diff, "within_1_point": diff is not None and diff <= 1.0, "environment": environment(),
+        "op_difference": diff, "within_1_point": diff is not None and diff <= 1.0,
     })
 
 

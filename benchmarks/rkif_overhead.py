@@ -13,15 +13,17 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch  # noqa: E402
-from _common import SHARED_DATA, environment, parser, write_results  # noqa: E402
+import torch
 
-from continual_lm.config import parse_config  # noqa: E402
-from continual_lm.experiments.runner import build_tasks, prepare_backbone  # noqa: E402
-from continual_lm.methods import create_method  # noqa: E402
-from continual_lm.training import loop  # noqa: E402
-from continual_lm.training.loop import make_accelerator, train_sequence  # noqa: E402
+from continual_lm.config import parse_config
+from continual_lm.experiments.benchmark import script_parser, write_results
+from continual_lm.experiments.setup import build_tasks, prepare_backbone
+from continual_lm.methods import create_method
+from continual_lm.training import loop
+from continual_lm.training.loop import make_accelerator, run_sequence
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 Q = 8
 VARIANTS = {"seq": ("seq", {}), "replay": ("replay", {}),
@@ -67,7 +69,7 @@ def one_run(label: str, n_train: int, n_test: int, seed: int) -> dict:
     loop.evaluate_all = timers["evaluation"].wrap(original_eval)
     records: list[dict] = []
     try:
-        train_sequence(cfg, tasks, backbone, method, records.append, acc)
+        run_sequence(cfg, tasks, backbone, method, records.append, acc)
     finally:
         loop.evaluate_all = original_eval
     stage = [r for r in records if r["event"] == "stage_end"][1]
@@ -86,7 +88,7 @@ def one_run(label: str, n_train: int, n_test: int, seed: int) -> dict:
 
 
 def main() -> None:
-    args = parser(__doc__.splitlines()[0], "rkif_overhead.json").parse_args()
+    args = script_parser(__doc__, RESULTS, "rkif_overhead.json").parse_args()
     torch.set_num_threads(args.threads)
     if not (SHARED_DATA / "cl_benchmark").is_dir():
         sys.exit(f"needs the benchmark data in {SHARED_DATA / 'cl_benchmark'}")
@@ -109,7 +111,7 @@ def main() -> None:
             label: {k: round(statistics.median(x[f"{k}_seconds"] / x["epoch_seconds"] for x in runs[label]), 4)
                     for k in ("inner_step", "outer_step", "importance", "fusion")}
             for label in runs if label.startswith("recurrent_kif")},
-        "runs": runs, "environment": environment(),
+        "runs": runs,
         "note": "replay mixes a memory batch as large as the training batch into every step (2x tokens per step); "
                 "Recurrent-KIF adds M outer steps (batch 8) every Q inner steps.",
     }

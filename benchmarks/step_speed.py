@@ -17,15 +17,18 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from _common import SHARED_DATA, environment, parser, write_results  # noqa: E402
+import torch
+import torch.nn.functional as F
 
-from continual_lm.config import load_config  # noqa: E402
-from continual_lm.experiments.runner import build_tasks, prepare_backbone, run_experiment  # noqa: E402
-from continual_lm.methods import create_method  # noqa: E402
-from continual_lm.training.loop import batches, make_accelerator, train_sequence  # noqa: E402
+from continual_lm.config import load_config
+from continual_lm.experiments.benchmark import script_parser, write_results
+from continual_lm.experiments.runner import run_experiment
+from continual_lm.experiments.setup import build_tasks, prepare_backbone
+from continual_lm.methods import create_method
+from continual_lm.training.loop import batches, make_accelerator, run_sequence
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "standard_cl.yaml"
 
@@ -41,7 +44,7 @@ def loop_seconds_per_step(steps: int) -> float:
     acc = make_accelerator()
     backbone = prepare_backbone(cfg, tasks, None, acc)
     records: list[dict] = []
-    train_sequence(cfg, tasks, backbone, create_method("seq"), records.append, acc)
+    run_sequence(cfg, tasks, backbone, create_method("seq"), records.append, acc)
     stage = next(r for r in records if r["event"] == "stage_end")
     return stage["train_seconds"] / stage["steps"]
 
@@ -85,19 +88,19 @@ def run_breakdown(n_train: int, n_test: int) -> dict:
     cfg = regime_config([f"data.n_train={n_train}", f"data.n_test={n_test}"])
     folder = Path(tempfile.mkdtemp(prefix="clm-speed-")) / "run"
     started = time.time()
-    result, _ = run_experiment(cfg, folder)
+    record, _ = run_experiment(cfg, folder)
     wall = time.time() - started
     log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
     train = sum(r["train_seconds"] for r in log if r["event"] == "stage_end")
-    evaluation = result.seconds - train
-    return {"n_train": n_train, "n_test": n_test, "wall_seconds": round(wall, 1), "loop_seconds": result.seconds,
+    evaluation = record.seconds - train
+    return {"n_train": n_train, "n_test": n_test, "wall_seconds": round(wall, 1), "loop_seconds": record.seconds,
             "train_seconds": round(train, 1), "evaluation_seconds": round(evaluation, 1),
             "setup_seconds": round(wall - result.seconds, 1), "evaluation_share": round(evaluation / wall, 3),
-            "op": result.op, "bwt": result.bwt}
+            "op": record.op, "bwt": record.bwt}
 
 
 def main() -> None:
-    args = parser(__doc__.splitlines()[0], "step_speed.json").parse_args()
+    args = script_parser(__doc__, RESULTS, "step_speed.json").parse_args()
     torch.set_num_threads(args.threads)
     if not (SHARED_DATA / "cl_benchmark").is_dir():
         sys.exit(f"needs the benchmark data in {SHARED_DATA / 'cl_benchmark'}")
@@ -116,7 +119,6 @@ def main() -> None:
                     "threads": args.threads, "quick": args.quick},
         "loop_seconds_per_step": [round(x, 4) for x in loop], "bare_seconds_per_step": [round(x, 4) for x in bare],
         "ratio_loop_over_bare": round(ratio, 3), "goal_ratio": 1.15, "run": breakdown, "goal_evaluation_share": 0.25,
-        "environment": environment(),
     })
 
 

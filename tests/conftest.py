@@ -15,6 +15,11 @@ transformers.utils.logging.disable_progress_bar()
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+
+def needs_shared_data(subfolder: str = "cl_benchmark"):
+    """Skip a test when ../shared/data/<subfolder> (real benchmark data, not part of the repository) is absent."""
+    return pytest.mark.skipif(not (SHARED_DATA / subfolder).is_dir(), reason=f"../shared/data/{subfolder} is absent")
+
 INSTRUCTIONS = {"TC": [{"instruction_type": "zero-shot", "instruction": "What is the topic? Choose one from the option.\n"}],
                 "SC": [{"instruction_type": "zero-shot", "instruction": "What is the sentiment? Choose one from the option.\n"}]}
 

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from continual_lm.analysis.analyze import analyze
-from continual_lm.analysis.angles import layer_and_type, pearson, principal_angles, top_subspace
+from continual_lm.analysis.angles import layer_and_type, pearson, principal_angles
+from continual_lm.models.weights import top_subspace
 from continual_lm.analysis.landscape import project
-from continual_lm.analysis.recovery import decompose_forgetting
+from continual_lm.evaluation.metrics import decompose_forgetting
 from continual_lm.analysis.run_loader import load_run
 from continual_lm.cli import main
 from continual_lm.config import parse_config
@@ -111,12 +112,12 @@ def test_per_task_adapters_are_restored_from_checkpoints(tmp_path, monkeypatch):
     run.load("task1", "end")
     assert sorted(run.backbone.model.active_adapters) == ["default", "task1"]
     scores = [evaluate_task(run.backbone, t, 64).score for t in run.tasks]
-    assert scores == pytest.approx(run.metrics["acc_matrix"][1])
+    assert scores == pytest.approx(run.record.acc_matrix[1])
     end = effective_matrices(run.backbone)
 
     run.load("task0", "end")
     assert run.backbone.model.active_adapters == ["default"]
-    assert evaluate_task(run.backbone, run.tasks[0], 64).score == pytest.approx(run.metrics["acc_matrix"][0][0])
+    assert evaluate_task(run.backbone, run.tasks[0], 64).score == pytest.approx(run.record.acc_matrix[0][0])
     task0_end = effective_matrices(run.backbone)
     # task1's adapter starts with B = 0 and task0's is frozen: task1 step 0 is task0's end exactly.
     run.load("task1", 0)

@@ -10,15 +10,16 @@ from torch import nn
 from continual_lm.config import parse_config
 from continual_lm.data.task import Example, Task
 from continual_lm.errors import ConfigError
-from continual_lm.experiments.runner import build_tasks, prepare_backbone, run_experiment
+from continual_lm.experiments.runner import run_experiment
+from continual_lm.experiments.setup import build_tasks, prepare_backbone
 from continual_lm.methods import create_method
 from continual_lm.methods.ewc import ewc_penalty
 from continual_lm.methods.migu import code_unit_masks, unit_masks
 from continual_lm.methods.o_lora import orthogonality_loss
 from continual_lm.methods.tasl import consolidate, pool_units
 from continual_lm.models.adapters import adapter_names
-from continual_lm.training.context import TrainContext
-from continual_lm.training.loop import make_accelerator, train_sequence
+from continual_lm.methods.context import TrainContext
+from continual_lm.training.loop import make_accelerator, run_sequence
 
 T = torch.tensor
 
@@ -44,7 +45,7 @@ def toy_ctx(backbone, task, batch_size=1):
     cfg = parse_config({"model": {"kind": "causal", "tiny": {}}, "data": {"benchmark": "biography"},
                         "training": {"batch_size": batch_size, "lr": 0.1}})
     ctx = TrainContext(cfg, backbone, make_accelerator(), [task], lambda r: None, random.Random(0))
-    ctx.task_index, ctx.stage_task_indices = 0, [0]
+    ctx.stage_index, ctx.stage_task_indices = 0, [0]
     return ctx
 
 
@@ -55,10 +56,10 @@ def test_ewc_fisher_hand_computed_and_penalty_gradient():
     ewc = create_method("ewc", {"lambda_ewc": 3.0, "gamma": 0.5})
     ctx = toy_ctx(backbone, task)
     ewc.setup(ctx)
-    ewc.after_task(ctx)
+    ewc.after_stage(ctx)
     assert torch.allclose(ewc.fisher["weight"], T([[(4 + 0) / 2, (0 + 16) / 2]]))  # mean of squared grads
     assert torch.equal(ewc.anchor["weight"], T([[1.0, 1.0]]))
-    ewc.after_task(ctx)  # online: F ← γ·F + F_task
+    ewc.after_stage(ctx)  # online: F ← γ·F + F_task
     assert torch.allclose(ewc.fisher["weight"], T([[0.5 * 2 + 2, 0.5 * 8 + 8]]))
     # The penalty's gradient is λ·F ⊙ (θ − θ*)
     with torch.no_grad():
@@ -77,7 +78,7 @@ def test_ewc_fisher_normalised_by_its_mean():
     ewc = create_method("ewc", {"fisher_norm": "mean"})
     ctx = toy_ctx(backbone, task)
     ewc.setup(ctx)
-    ewc.after_task(ctx)
+    ewc.after_stage(ctx)
     assert torch.allclose(ewc.fisher["weight"], T([[2 / 5, 8 / 5]]))
 
 
@@ -111,9 +112,9 @@ def test_migu_masks_and_gradient_zeroing(cl_root):
     backbone = prepare_backbone(cfg, tasks, world, acc)
     migu = create_method("migu", {"ratio": 0.25, "variant": "ours"})
     ctx = TrainContext(cfg, backbone, acc, tasks, lambda r: None, random.Random(0))
-    ctx.task_index = 0
+    ctx.stage_index = 0
     migu.setup(ctx)
-    migu.before_task(ctx)
+    migu.before_stage(ctx)
     backbone.model.train()
     backbone.loss(tasks[0].train[:4]).backward()
     recorded = {n: m.clone() for n, m in migu.magnitudes.items()}
@@ -143,13 +144,13 @@ def test_migu_paper_code_first_task_is_seq_then_lora_a_and_b_are_masked(cl_root)
         ends = []
 
         class Wrapped(type(method)):
-            def after_task(self, ctx):
-                super().after_task(ctx)
+            def after_stage(self, ctx):
+                super().after_stage(ctx)
                 ends.append({n: p.detach().clone() for n, p in ctx.backbone.trainable_parameters().items()})
-        wrapped = Wrapped(**method.params)
+        wrapped = Wrapped(**method.params.model_dump())
         if spy:
             wrapped.after_backward = spy(wrapped)
-        train_sequence(cfg, tasks, backbone, wrapped, accelerator=acc)
+        run_sequence(cfg, tasks, backbone, wrapped, accelerator=acc)
         return ends
 
     checked = []
@@ -159,7 +160,7 @@ def test_migu_paper_code_first_task_is_seq_then_lora_a_and_b_are_masked(cl_root)
 
         def after_backward(ctx):
             if migu.masking:
-                masks = code_unit_masks({n: m.clone() for n, m in migu.magnitudes.items()}, migu.ratio)
+                masks = code_unit_masks({n: m.clone() for n, m in migu.magnitudes.items()}, migu.params.ratio)
                 before = {n: [p.grad.clone() for _, p, _ in migu.layers[n]] for n in masks}
                 original(ctx)
                 for n, keep in masks.items():
@@ -168,7 +169,7 @@ def test_migu_paper_code_first_task_is_seq_then_lora_a_and_b_are_masked(cl_root)
                     assert keep.numel() == p.shape[0]  # rank units of A, output units of B
                     assert torch.equal(p.grad[~keep], torch.zeros_like(p.grad[~keep]))
                     assert torch.equal(p.grad[keep], before[n][0][keep])
-                checked.append(ctx.task_index)
+                checked.append(ctx.stage_index)
             else:
                 assert migu.magnitudes == {}
                 original(ctx)
@@ -189,10 +190,10 @@ def test_inc_lora_adds_a_frozen_stack_of_adapters(cl_root):
     seen = {}
 
     class Spy(type(create_method("inc_lora"))):
-        def after_task(self, ctx):
-            seen[ctx.task_index] = {n: p.detach().clone() for n, p in ctx.backbone.model.named_parameters() if ".default." in n}
+        def after_stage(self, ctx):
+            seen[ctx.stage_index] = {n: p.detach().clone() for n, p in ctx.backbone.model.named_parameters() if ".default." in n}
 
-    train_sequence(cfg, tasks, backbone, Spy(), accelerator=acc)
+    run_sequence(cfg, tasks, backbone, Spy(), accelerator=acc)
     assert adapter_names(backbone) == ["default", "task1"]
     assert all(torch.equal(seen[0][n], seen[1][n]) for n in seen[0])  # task 0's adapter untouched by task 1
     trainable = [n for n, p in backbone.model.named_parameters() if p.requires_grad]
@@ -207,7 +208,7 @@ def test_vr_mcl_variance_reduced_estimate(monkeypatch):
     vr = create_method("vr_mcl", {"momentum_r": 0.25})
     ctx = toy_ctx(backbone, task)
     vr.setup(ctx)
-    vr.before_task(ctx)
+    vr.before_stage(ctx)
     vr.memory.add_task(task)
     answers = iter([T([[1.0, 2.0]]), T([[3.0, 5.0]]), T([[0.5, 0.5]])])  # g_1(θ_1), g_2(θ_2), g_2(θ_1)
     monkeypatch.setattr(vr, "_meta_gradient", lambda ctx, at, inner=None: {"weight": next(answers)})
@@ -239,22 +240,23 @@ def test_method_parameters_are_checked_when_the_method_is_created():
     for name in METHODS:
         create_method(name)  # every method's defaults satisfy its own bounds and choices
     for name, params, message in [
-        ("recurrent_kif", {"top_fraction": 2}, "method.params.top_fraction: 2 is outside (0, 1]"),
-        ("recurrent_kif", {"top_fraction": 0}, "method.params.top_fraction: 0 is outside (0, 1]"),
-        ("recurrent_kif", {"q": 2.5}, "method.params.q: 2.5 is not an integer"),
-        ("recurrent_kif", {"q": 0}, "method.params.q: 0 is outside [1, inf)"),
-        ("recurrent_kif", {"outer_batch_size": 1.5}, "method.params.outer_batch_size: 1.5 is not an integer"),
-        ("recurrent_kif", {"variant": "papr"}, "method.params.variant: 'papr' is not one of ['paper', 'reference_code']"),
-        ("tasl", {"granularity": "rows"}, "method.params.granularity: 'rows' is not one of ['row', 'element']"),
-        ("ewc", {"lambda_ewc": "big"}, "method.params.lambda_ewc: 'big' is not a number"),
-        ("ewc", {"lambda_ewc": True}, "method.params.lambda_ewc: True is not a number"),
-        ("migu", {"ratio": 1.5}, "method.params.ratio: 1.5 is outside (0, 1]"),
-        ("replay", {"replay_batch_size": 0}, "method.params.replay_batch_size: 0 is outside [1, inf)"),
+        ("recurrent_kif", {"top_fraction": 2}, "method.params.top_fraction: 2: Input should be less than or equal to 1"),
+        ("recurrent_kif", {"top_fraction": 0}, "method.params.top_fraction: 0: Input should be greater than 0"),
+        ("recurrent_kif", {"q": 2.5}, "method.params.q: 2.5: Input should be a valid integer"),
+        ("recurrent_kif", {"q": 0}, "method.params.q: 0: Input should be greater than or equal to 1"),
+        ("recurrent_kif", {"outer_batch_size": 1.5}, "method.params.outer_batch_size: 1.5: Input should be a valid integer"),
+        ("recurrent_kif", {"variant": "papr"}, "method.params.variant: 'papr': Input should be 'paper' or 'reference_code'"),
+        ("recurrent_kif", {"qq": 1}, "method.params: unknown key(s) ['qq'] for method 'recurrent_kif'"),
+        ("tasl", {"granularity": "rows"}, "method.params.granularity: 'rows': Input should be 'row' or 'element'"),
+        ("ewc", {"lambda_ewc": "big"}, "method.params.lambda_ewc: 'big': Input should be a valid number"),
+        ("ewc", {"lambda_ewc": True}, "method.params.lambda_ewc: True: True is not a number"),
+        ("migu", {"ratio": 1.5}, "method.params.ratio: 1.5: Input should be less than or equal to 1"),
+        ("replay", {"replay_batch_size": 0}, "method.params.replay_batch_size: 0: Input should be greater than or equal to 1"),
     ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             create_method(name, params)
     # The edges of closed intervals and None are allowed.
-    assert create_method("recurrent_kif", {"top_fraction": 1, "alpha_in": 0.0, "outer_batch_size": None}).top_fraction == 1
+    assert create_method("recurrent_kif", {"top_fraction": 1, "alpha_in": 0.0, "outer_batch_size": None}).params.top_fraction == 1
 
 
 # ---------------------------------------------------------------- TaSL variants (issue 13)
@@ -335,7 +337,7 @@ def _replay_run(cl_root, params, **training):
     backbone.loss = lambda examples: (seen.append((len(seen), list(examples))), real(examples))[1]
     records = []
     method = create_method("replay", params)
-    train_sequence(cfg, tasks, backbone, method, records.append, accelerator=acc)
+    run_sequence(cfg, tasks, backbone, method, records.append, accelerator=acc)
     return tasks, method, seen, records
 
 
@@ -386,14 +388,14 @@ def test_o_lora_old_adapters_receive_no_gradient(cl_root):
 
     class Spy(type(create_method("o_lora"))):
         def after_backward(self, ctx):
-            if ctx.task_index == 1:
+            if ctx.stage_index == 1:
                 grads.append({n: p.grad for n, p in ctx.backbone.model.named_parameters() if ".default." in n})
                 assert any(p.grad is not None for n, p in ctx.backbone.model.named_parameters() if ".task1." in n)
 
-        def after_task(self, ctx):
+        def after_stage(self, ctx):
             ends.append({n: p.detach().clone() for n, p in ctx.backbone.model.named_parameters() if ".default." in n})
 
-    train_sequence(cfg, tasks, backbone, Spy(), accelerator=acc)
+    run_sequence(cfg, tasks, backbone, Spy(), accelerator=acc)
     assert len(grads) == 3 and all(g is None for step in grads for g in step.values())
     assert all(torch.equal(ends[0][n], ends[1][n]) for n in ends[0])
 
@@ -405,7 +407,7 @@ def test_vr_mcl_meta_gradient_by_hand():
     vr = create_method("vr_mcl", {"inner_lr": 0.1})
     ctx = toy_ctx(backbone, task)
     vr.setup(ctx)
-    vr.before_task(ctx)
+    vr.before_stage(ctx)
     vr.batch = [Example("1 0", "0", "t")]            # L_cur = (w1 − 0)²: ∇ = (2·w1, 0) = (2, 0) at w = (1, 1)
     vr.replayed = [Example("0 1", "3", "m")]         # L_mem = (w2 − 3)²
     g = vr._meta_gradient(ctx, {"weight": T([[1.0, 1.0]])})

@@ -102,16 +102,17 @@ def test_default_experiment_tiny_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("CONTINUAL_LM_CACHE", str(tmp_path / "cache"))
     lines = []
     summary = run_default_experiment(tmp_path / "out", parse_config(TINY_BIO), echo=lines.append)
-    assert list(summary["methods"]) == DEFAULT_METHODS
+    assert list(summary["methods"]) == list(summary["tasks"]) == DEFAULT_METHODS
     for name in DEFAULT_METHODS:
         metrics = json.loads((tmp_path / "out" / name / "metrics.json").read_text())
         assert len(metrics["acc_matrix"]) == 2 and len(metrics["acc_matrix"][0]) == 2
-        row = summary["methods"][name]
-        assert row["task0_final"] == metrics["acc_matrix"][1][0] and row["task0_after_task0"] == metrics["acc_matrix"][0][0]
+        row = summary["tasks"][name]
+        assert row["task0_final"]["mean"] == round(metrics["acc_matrix"][1][0], 2)
+        assert row["task0_after_task0"]["mean"] == round(metrics["acc_matrix"][0][0], 2)
         assert list(row["curve"]) == ["0", "2", "4", "end"]
     table = (tmp_path / "out" / "summary.md").read_text()
     assert all(f"| {m} |" in table for m in DEFAULT_METHODS)
-    assert json.loads((tmp_path / "out" / "summary.json").read_text())["methods"].keys() == set(DEFAULT_METHODS)
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["tasks"].keys() == set(DEFAULT_METHODS)
     # Pre-training happened once; every later run found the cached checkpoint.
     records = [json.loads(l) for m in DEFAULT_METHODS for l in (tmp_path / "out" / m / "log.jsonl").read_text().splitlines()]
     cached = [r for r in records if r["event"] == "pretrain"]

@@ -6,7 +6,8 @@ from conftest import tiny_config
 from continual_lm.config import parse_config
 from continual_lm.data.task import Example, Task
 from continual_lm.evaluation.evaluate import evaluate_task
-from continual_lm.experiments.runner import build_tasks, prepare_backbone, run_experiment
+from continual_lm.experiments.runner import run_experiment
+from continual_lm.experiments.setup import build_tasks, prepare_backbone
 from continual_lm.training.loop import make_accelerator
 
 

@@ -2,7 +2,7 @@ import json
 import logging
 
 import pytest
-from conftest import SHARED_DATA, toy_records, write_cl_task
+from conftest import SHARED_DATA, needs_shared_data, toy_records, write_cl_task
 
 from continual_lm.data.benchmarks import ORDERS, load_benchmark, task_order
 from continual_lm.data.loaders import (cl_benchmark_prompt, load_cl_benchmark_task, load_instruction_task,
@@ -125,7 +125,7 @@ def test_benchmark_orders_and_unknown_task(cl_root):
     assert [t.name for t in tasks] == ["amazon", "agnews"] and len(tasks[0].train) == 4
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "cl_benchmark").is_dir(), reason="../shared/data is absent")
+@needs_shared_data()
 def test_real_cl_benchmark_and_superni():
     tasks = load_benchmark("standard", SHARED_DATA / "cl_benchmark", order=1, n_train=20, n_test=10)
     assert [t.name for t in tasks] == ["dbpedia", "amazon", "yahoo", "agnews"]

@@ -4,11 +4,12 @@ from conftest import tiny_config
 
 from continual_lm.config import parse_config
 from continual_lm.errors import ConfigError
-from continual_lm.experiments.runner import build_tasks, prepare_backbone, run_experiment
+from continual_lm.experiments.runner import run_experiment
+from continual_lm.experiments.setup import build_tasks, prepare_backbone
 from continual_lm.methods import create_method
 from continual_lm.methods.importance import ImportanceTracker, kth_largest, minmax_normalized, top_fraction_masks
 from continual_lm.methods.recurrent_kif import RecurrentKIF, fuse, fusion_weights
-from continual_lm.training.loop import make_accelerator, train_sequence
+from continual_lm.training.loop import make_accelerator, run_sequence
 
 T = torch.tensor
 ZERO = {"a": torch.zeros(5), "b": torch.zeros(5)}
@@ -120,7 +121,7 @@ def _run_rkif(cl_root, method, tasks=("agnews", "amazon"), **training):
     tasks, world = build_tasks(cfg)
     acc = make_accelerator()
     backbone = prepare_backbone(cfg, tasks, world, acc)
-    result = train_sequence(cfg, tasks, backbone, method, accelerator=acc)
+    result = run_sequence(cfg, tasks, backbone, method, accelerator=acc)
     return result, backbone
 
 
@@ -129,7 +130,7 @@ def test_outer_loop_skipped_on_first_task_and_run_every_q_steps(cl_root):
 
     class Spy(RecurrentKIF):
         def _outer_step(self, ctx):
-            calls.append((ctx.task_index, ctx.step))
+            calls.append((ctx.stage_index, ctx.step))
             super()._outer_step(ctx)
 
     method = Spy(q=4, m=1)
@@ -192,7 +193,7 @@ def _run_logged(cl_root, method, tasks=("agnews", "amazon"), **training):
     acc = make_accelerator()
     backbone = prepare_backbone(cfg, tasks, world, acc)
     records = []
-    result = train_sequence(cfg, tasks, backbone, method, records.append, accelerator=acc)
+    result = run_sequence(cfg, tasks, backbone, method, records.append, accelerator=acc)
     return result, backbone, records
 
 
@@ -270,9 +271,9 @@ def test_reference_code_resets_only_the_inner_importance(cl_root):
 
 
 def test_outer_iterations_default_per_variant():
-    assert RecurrentKIF().m == 1                              # the paper's "a single training iteration"
-    assert RecurrentKIF(variant="reference_code").m == 4      # outer_iterations=4 in run_train_KIF_t5lora.sh
-    assert RecurrentKIF(variant="reference_code", m=2).m == 2
+    assert RecurrentKIF().params.m == 1                              # the paper's "a single training iteration"
+    assert RecurrentKIF(variant="reference_code").params.m == 4      # outer_iterations=4 in run_train_KIF_t5lora.sh
+    assert RecurrentKIF(variant="reference_code", m=2).params.m == 2
 
 
 class _LinearBackbone:
@@ -294,17 +295,17 @@ def test_no_die_importance_is_computed_per_memory_batch():
     import random
 
     from continual_lm.data.task import Example, Task
-    from continual_lm.training.context import TrainContext
+    from continual_lm.methods.context import TrainContext
     backbone = _LinearBackbone(2.0)
     task = Task("t", [Example("1", "x", "t"), Example("3", "x", "t")], [])
     cfg = parse_config({"model": {"kind": "causal", "tiny": {}}, "data": {"benchmark": "biography"},
                         "training": {"batch_size": 1}})
     ctx = TrainContext(cfg, backbone, make_accelerator(), [task], lambda r: None, random.Random(0))
-    ctx.task_index, ctx.stage_task_indices = 0, [0]
+    ctx.stage_index, ctx.stage_task_indices = 0, [0]
     method = RecurrentKIF(ablation="-DIE", alpha_out=0.55, memory_fraction=1.0)
     method.setup(ctx)
-    method.before_task(ctx)
-    method.after_task(ctx)
+    method.before_stage(ctx)
+    method.after_stage(ctx)
     c = [float(ex.prompt) for ex in method.memory.examples]   # batches of one, in memory order
     first = 0.45 * abs(2.0 * c[0])                              # |θ·g| of batch 1, then batch 2 alone
     expected = 0.55 * first + 0.45 * abs(2.0 * c[1])
@@ -374,7 +375,8 @@ def test_paper_preset_holds_the_papers_hyper_parameters(cl_root, tmp_path):
     assert (t.lr, t.schedule, t.warmup_steps, t.epochs, t.batch_size) == (3e-4, "linear", 50, 10, 8)
     assert (lora.r, lora.alpha, lora.dropout, lora.target_modules) == (8, 32, 0.05, ["q", "v"])
     assert (cfg.model.kind, cfg.data.benchmark, cfg.data.n_train) == ("seq2seq", "standard", 1000)
-    assert (method.q, method.m, method.alpha_in, method.alpha_out, method.top_fraction, method.memory_fraction) == \
+    p = method.params
+    assert (p.q, p.m, p.alpha_in, p.alpha_out, p.top_fraction, p.memory_fraction) == \
         (8, 1, 0.55, 0.55, 0.2, 0.02)
     # The same file runs end to end with a tiny T5 on the toy tasks.
     tiny = load_config(preset, ["model.path=null", "model.tiny={arch: t5, layers: 1, width: 32, heads: 2}",

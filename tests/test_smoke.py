@@ -1,7 +1,7 @@
 """Every registered method on the smoke config (real data), and the real all-MiniLM-L6-v2 encoder."""
 import pytest
 import torch
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, needs_shared_data
 
 from continual_lm.config import ModelSettings, load_config
 from continual_lm.data.loaders import load_cl_benchmark_task
@@ -11,7 +11,7 @@ from continual_lm.models.backbone import build_backbone
 from pathlib import Path
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
-needs_data = pytest.mark.skipif(not (SHARED_DATA / "cl_benchmark").is_dir(), reason="../shared/data is absent")
+needs_data = needs_shared_data()
 
 
 @needs_data

@@ -8,11 +8,12 @@ from conftest import tiny_config
 from continual_lm.config import parse_config
 from continual_lm.data.task import Example
 from continual_lm.errors import ConfigError
-from continual_lm.experiments.runner import build_tasks, prepare_backbone, run_experiment
+from continual_lm.experiments.runner import run_experiment
+from continual_lm.experiments.setup import build_tasks, prepare_backbone
 from continual_lm.methods import create_method
 from continual_lm.methods.grad_projection import project_out
 from continual_lm.methods.lamol import parse_sample, sample_quality
-from continual_lm.training.loop import make_accelerator, train_sequence
+from continual_lm.training.loop import make_accelerator, run_sequence
 
 
 def _run(cl_root, method, finetune="full", **training):
@@ -21,7 +22,7 @@ def _run(cl_root, method, finetune="full", **training):
     acc = make_accelerator()
     backbone = prepare_backbone(cfg, tasks, world, acc)
     records = []
-    result = train_sequence(cfg, tasks, backbone, method, records.append, acc)
+    result = run_sequence(cfg, tasks, backbone, method, records.append, acc)
     return result, backbone, records
 
 
@@ -29,13 +30,13 @@ def test_task_vector_subtracts_alpha_times_the_early_update(cl_root):
     seen = {}
 
     class Spy(type(create_method("task_vector"))):
-        def after_task(self, ctx):
-            if ctx.task_index == 1:
-                seen["end"] = {n: p.detach().clone() for n, p in self.params.items()}
+        def after_stage(self, ctx):
+            if ctx.stage_index == 1:
+                seen["end"] = {n: p.detach().clone() for n, p in self.tracked.items()}
                 seen["start"], seen["early"] = self.start, self.early
-            super().after_task(ctx)
-            if ctx.task_index == 1:
-                seen["after"] = {n: p.detach().clone() for n, p in self.params.items()}
+            super().after_stage(ctx)
+            if ctx.stage_index == 1:
+                seen["after"] = {n: p.detach().clone() for n, p in self.tracked.items()}
 
     _run(cl_root, Spy(alpha=0.5, end_step=2), max_steps=5)
     for n in seen["end"]:

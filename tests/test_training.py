@@ -6,12 +6,13 @@ from conftest import tiny_config
 
 from continual_lm.config import parse_config
 from continual_lm.errors import ConfigError
-from continual_lm.experiments.runner import build_tasks, prepare_backbone, run_experiment
+from continual_lm.experiments.runner import run_experiment
+from continual_lm.experiments.setup import build_tasks, prepare_backbone
 from continual_lm.methods import create_method
 from continual_lm.methods.memory import ReplayMemory, class_balanced_sample
 from continual_lm.data.task import Example, Task
 from continual_lm.models.backbone import Backbone
-from continual_lm.training.loop import make_accelerator, train_sequence
+from continual_lm.training.loop import make_accelerator, run_sequence
 
 
 @pytest.mark.parametrize("arch,kind,finetune", [("gpt", "causal", "lora"), ("llama", "causal", "full"),
@@ -47,7 +48,7 @@ def test_same_seed_same_run_different_seed_different_init(cl_root, tmp_path):
         tasks, world = build_tasks(cfg)
         acc = make_accelerator()
         backbone = prepare_backbone(cfg, tasks, world, acc)
-        result = train_sequence(cfg, tasks, backbone, None, accelerator=acc)
+        result = run_sequence(cfg, tasks, backbone, create_method("seq"), accelerator=acc)
         return result.acc_matrix, torch.cat([p.detach().flatten() for p in backbone.model.parameters()])
     m1, p1 = params_after(0)
     m2, p2 = params_after(0)
@@ -82,12 +83,12 @@ def test_freeze_keeps_bottom_layers_and_embeddings_fixed(cl_root):
     snapshots = {}
 
     class Spy(type(create_method("freeze"))):
-        def after_task(self, ctx):
-            snapshots[ctx.task_index] = ([p.detach().clone() for p in bottom.parameters()],
+        def after_stage(self, ctx):
+            snapshots[ctx.stage_index] = ([p.detach().clone() for p in bottom.parameters()],
                                          [p.detach().clone() for p in top.parameters()],
                                          backbone.input_embeddings().weight.detach().clone())
 
-    train_sequence(cfg, tasks, backbone, Spy(), accelerator=acc)
+    run_sequence(cfg, tasks, backbone, Spy(), accelerator=acc)
     b0, t0, e0 = snapshots[0]
     b1, t1, e1 = snapshots[1]
     assert all(torch.equal(x, y) for x, y in zip(b0, b1)) and torch.equal(e0, e1)

@@ -1,15 +1,17 @@
-"""``continual-lm``: run experiments, list methods, compare runs.
+"""``continual-lm``: run experiments and grids, list methods, compare and analyse runs.
 
     continual-lm run                         the default experiment (Biography, spurious forgetting)
-    continual-lm run --config FILE [--set k=v ...] [--out DIR]
-    continual-lm list                        registered methods, their defaults
-    continual-lm compare DIR [DIR ...]       OP / BWT / FWT of finished runs, as a table
+    continual-lm run --config FILE [--set k=v ...] [--out DIR] [--methods a,b]
+    continual-lm grid CONFIG [--methods a,b] [--orders 1,2,3] [--seeds 0,1,2] [--set k=v ...] [--runs DIR]
+                             [--resume] [--out FILE]
+    continual-lm grid --merge FILE ... --out FILE
+    continual-lm list [--verbose]            registered methods (and their typed parameters)
+    continual-lm compare DIR [DIR ...]       OP / BWT / FWT / LA / F / AP of finished runs, as a table
     continual-lm analyze RUN [--what ...]    recovery, update angles, loss landscape, Fisher vs angle
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -34,75 +36,67 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_default_experiment(args.out, cfg, methods)
         return 0
     if methods:  # one run per method, then the comparison table
-        from .reporting.report import comparison_table, summary_row
+        from .experiments.grid import grid_from_config, run_grid
+        from .reporting.report import comparison_table
         from .reporting.run_folder import default_run_dir
-        root = args.out or default_run_dir(cfg.name)
-        rows = []
-        for name in methods:
-            result, folder = run_experiment(cfg.model_copy(update={"method": cfg.method.model_copy(
-                update={"name": name, "params": {}})}), Path(root) / name)
-            rows.append(summary_row(folder.name, {"method": name, **result.to_json()}))
-        print(comparison_table(rows))
+        root = Path(args.out or default_run_dir(cfg.name))
+        summary = run_grid(grid_from_config(cfg, methods), root / "summary.json", runs=root, folder_per_method=True)
+        print(comparison_table(summary["runs"]))
         return 0
-    result, folder = run_experiment(cfg, args.out)
     from .reporting.report import run_report
-    print(run_report(cfg.name, cfg.method.name, {"name": cfg.name, "method": cfg.method.name, **result.to_json()}))
+    record, folder = run_experiment(cfg, args.out)
+    print(run_report(record))
     print(f"run folder: {folder}")
+    return 0
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .experiments.benchmark import ints
+    from .experiments.grid import grid_from_file, merge_runs, run_grid, summarise
+
+    if args.out is None:
+        raise ConfigError("grid: --out FILE is required (the results file)")
+    if args.merge:
+        if args.config is not None:
+            raise ConfigError("grid --merge: give results files, not a config")
+        setting, rows = merge_runs(args.merge, echo=lambda line: print(line, file=sys.stderr))
+        summarise(rows, setting, args.out)
+        return 0
+    if args.config is None:
+        raise ConfigError("grid: give a CONFIG (or --merge FILE ...)")
+    methods = args.methods.split(",") if args.methods else ["seq"]
+    grid = grid_from_file(args.config, methods, ints(args.seeds) or [0], ints(args.orders), args.overrides,
+                          args.threads)
+    run_grid(grid, args.out, args.runs, args.resume)
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     from .methods import METHODS
-    from .methods.base import method_summary
+    from .methods.base import describe_params, method_summary
 
     width = max(len(n) for n in METHODS)
     for name, cls in sorted(METHODS.items()):
         print(f"{name:<{width}}  {method_summary(cls)}")
-        if args.verbose and cls.defaults:
-            print(" " * (width + 2) + "defaults: " + json.dumps(cls.defaults))
-            allowed = [f"{k} {v}" for k, v in cls.bounds.items()] + [f"{k} {list(v)}" for k, v in cls.choices.items()]
-            if allowed:
-                print(" " * (width + 2) + "allowed:  " + "; ".join(allowed))
+        if args.verbose:
+            for line in describe_params(cls):
+                print(" " * (width + 4) + line)
     return 0
-
-
-def load_run_metrics(folder: Path) -> dict:
-    from .data.loaders import read_json
-    from .errors import DataError
-
-    path = folder / "metrics.json"
-    if not path.exists():
-        raise DataError(f"{folder}: not a finished run (no metrics.json)")
-    metrics = read_json(path)
-    for key in ("method", "op", "bwt", "fwt", "seconds", "acc_matrix"):
-        if key not in metrics:
-            raise DataError(f"{path}: missing key {key!r}")
-    return metrics
-
-
-def run_seed(folder: Path) -> int:
-    import yaml
-
-    from .errors import DataError
-
-    path = folder / "config.yaml"
-    try:
-        return int((yaml.safe_load(path.read_text(encoding="utf-8")) or {})["seed"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as e:
-        raise DataError(f"{path}: cannot read the run's seed ({type(e).__name__}: {e})") from None
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .errors import ConfigError
     from .reporting.report import (PAIRED_KEYS, aggregate_by_method, comparison_table, method_table,
                                    paired_differences, paired_table, summary_row)
+    from .reporting.run_folder import RunRecord, run_seed
 
     rows = []
     for d in args.runs:
-        m = load_run_metrics(Path(d))
-        rows.append(summary_row(Path(d).name, m))
+        record = RunRecord.read(d)
+        rows.append(summary_row(Path(d).name, record))
         if args.paired:  # runs pair up when they saw the same task sequence with the same seed
-            rows[-1].update(sequence=tuple(m["tasks"]), seed=run_seed(Path(d)))
+            rows[-1].update(sequence=tuple(record.tasks), seed=run_seed(d))
     print(method_table(aggregate_by_method(rows)) if args.by_method or args.paired else comparison_table(rows))
     if args.paired:
         if not any(r["method"] == args.paired for r in rows):
@@ -133,6 +127,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .experiments.benchmark import add_grid_arguments
+
     parser = argparse.ArgumentParser(prog="continual-lm", description="Continual learning of language models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,8 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--methods", help="comma-separated methods: one run each, with a summary table")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     run.set_defaults(func=cmd_run)
+    grid = sub.add_parser("grid", help="run a grid of methods × orders × seeds, resumable and mergeable")
+    grid.add_argument("config", type=Path, nargs="?", help="experiment YAML")
+    grid.add_argument("--out", type=Path, help="results file (JSON; a markdown summary is written beside it)")
+    add_grid_arguments(grid)
+    grid.set_defaults(func=cmd_grid)
     lst = sub.add_parser("list", help="list the registered methods")
-    lst.add_argument("--verbose", action="store_true", help="show default hyper-parameters")
+    lst.add_argument("--verbose", action="store_true", help="show each method's parameters")
     lst.set_defaults(func=cmd_list)
     cmp_ = sub.add_parser("compare", help="compare finished runs")
     cmp_.add_argument("runs", nargs="+", help="run folders")

@@ -6,18 +6,19 @@ from pathlib import Path
 from ..config import RecoverySettings
 from ..errors import ConfigError
 from ..methods.importance import diagonal_fisher
-from ..models.weights import effective_matrices, flat_weights, tracked_parameters
+from ..models.weights import effective_matrices, flat_weights, trainable_as, tracked_parameters
 from ..reporting.run_folder import write_json
 from .angles import layer_and_type, pearson, plot_angles, update_angles
 from .landscape import loss_surface, plot_landscape, project
 from .recovery import recovery_curve
 from .run_loader import LoadedRun, load_run
+from ..reporting.report import pyplot
 
 ANALYSES = ("recovery", "angles", "landscape", "fisher")
 
 
 def _stages(run: LoadedRun) -> tuple[str, str]:
-    stages = run.metrics["stages"]
+    stages = run.record.stages
     if len(stages) < 2:
         raise ConfigError(f"{run.folder}: the analyses compare two stages; this run has {stages}")
     return stages[0], stages[1]
@@ -44,10 +45,8 @@ def run_recovery(run: LoadedRun, out: Path, settings: RecoverySettings) -> dict:
     first, second = _stages(run)
     rows = recovery_curve(run, second, first, settings)
     result = {"stage": second, "old_task": first, "settings": settings.model_dump(),
-              "after_own_training": run.metrics["acc_matrix"][0][0], "points": rows}
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+              "after_own_training": run.record.acc_matrix[0][0], "points": rows}
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     labels = [str(r["step"]) for r in rows]
     ax.plot(labels, [r["before"] for r in rows], "o-", label="during " + second)
@@ -104,13 +103,9 @@ def run_fisher(run: LoadedRun, out: Path, split: int | None, energy: float, batc
     params = tracked_parameters(run.backbone)
     task = run.task(first)
     bs = run.cfg.training.batch_size
-    was = {n: p.requires_grad for n, p in params.items()}
-    for p in params.values():
-        p.requires_grad_(True)
-    fisher = diagonal_fisher(params, (lambda s=s: run.backbone.loss(task.train[s:s + bs])
-                                      for s in range(0, min(len(task.train), bs * batches), bs)))
-    for n, p in params.items():
-        p.requires_grad_(was[n])
+    with trainable_as(run.backbone, params):
+        fisher = diagonal_fisher(params, (lambda s=s: run.backbone.loss(task.train[s:s + bs])
+                                          for s in range(0, min(len(task.train), bs * batches), bs)))
     per_matrix: dict[str, list[float]] = {}
     for name, f in fisher.items():
         for matrix in angles:
@@ -119,9 +114,7 @@ def run_fisher(run: LoadedRun, out: Path, split: int | None, energy: float, batc
     rows = [{"matrix": m, "layer": layer_and_type(m)[0], "fisher": sum(v) / len(v), "angle": angles[m]}
             for m, v in per_matrix.items()]
     r = pearson([x["fisher"] for x in rows], [x["angle"] for x in rows])
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.4))
     sc = ax.scatter([x["fisher"] for x in rows], [x["angle"] for x in rows], c=[x["layer"] or 0 for x in rows], cmap="viridis")
     fig.colorbar(sc, ax=ax, label="layer")

@@ -10,14 +10,8 @@ import re
 
 import torch
 
-
-def top_subspace(matrix: torch.Tensor, energy: float = 0.99) -> torch.Tensor:
-    u, s, _ = torch.linalg.svd(matrix.double(), full_matrices=False)
-    power = s.pow(2)
-    if power.sum() == 0:
-        return u[:, :0]
-    k = int(torch.searchsorted(power.cumsum(0) / power.sum(), torch.tensor(energy, dtype=power.dtype)).item()) + 1
-    return u[:, : min(k, u.shape[1])]
+from ..models.weights import top_subspace
+from ..reporting.report import pyplot
 
 
 def principal_angles(a: torch.Tensor, b: torch.Tensor, energy: float = 0.99) -> torch.Tensor:
@@ -51,9 +45,7 @@ def update_angles(before_a: dict, after_a: dict, before_b: dict, after_b: dict, 
 
 
 def plot_angles(rows_by_pair: dict[str, list[dict]], path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for label, rows in rows_by_pair.items():

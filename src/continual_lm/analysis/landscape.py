@@ -7,6 +7,7 @@ import torch
 from ..data.task import Example
 from ..models.backbone import Backbone
 from ..models.weights import snapshot, tracked_parameters
+from ..reporting.report import pyplot
 
 Weights = dict[str, torch.Tensor]
 
@@ -55,9 +56,7 @@ def loss_surface(backbone: Backbone, theta0: Weights, d1: Weights, d2: Weights, 
 
 
 def plot_landscape(surface: dict, trajectory: list[dict], path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(surface["loss"])
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)

@@ -167,11 +167,10 @@ class BiographyWorld:
     def tasks(self) -> list[Task]:
         half = len(self.pretrain_persons) // 2
         first, second = self.pretrain_persons[:half], self.pretrain_persons[half:]
-        tasks = [Task("task0", qa_examples(first, "task0"), qa_examples(second, "task0"), "exact_match",
-                      meta={"kind": "extraction"})]
+        tasks = [Task("task0", qa_examples(first, "task0"), qa_examples(second, "task0"), "exact_match")]
         for i, group in enumerate(self.new_persons, 1):
             ex = qa_examples(group, f"task{i}")
-            tasks.append(Task(f"task{i}", ex, list(ex), "exact_match", meta={"kind": "new knowledge"}))
+            tasks.append(Task(f"task{i}", ex, list(ex), "exact_match"))
         return tasks
 
     def vocabulary_corpus(self) -> list[str]:

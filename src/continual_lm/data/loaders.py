@@ -117,7 +117,7 @@ def load_cl_benchmark_task(task_dir: str | Path, n_train: int | None = None, n_t
         _require_nonempty(examples, path)
         return subsample(examples, n, seed, f"{name}/{fname}")
 
-    return Task(name, split("train.json", n_train), split("test.json", n_test), "exact_match", labels_t, instruction)
+    return Task(name, split("train.json", n_train), split("test.json", n_test), "exact_match", labels_t)
 
 
 def _cl_instruction(task_dir: Path, name: str) -> str:
@@ -149,7 +149,7 @@ def load_superni_task(task_dir: str | Path, n_train: int | None = None, n_test: 
     name = task_dir.name
     metric = "exact_match" if any(h in name for h in CLASSIFICATION_HINTS) else "rouge_l"
 
-    def split(path: Path, n: int | None) -> tuple[list[Example], str]:
+    def split(path: Path, n: int | None) -> list[Example]:
         data = read_json(path)
         if not isinstance(data, dict) or "Instances" not in data or "Definition" not in data:
             raise DataError(f"{path}: expected a SuperNI object with 'Definition' and 'Instances'")
@@ -169,13 +169,11 @@ def load_superni_task(task_dir: str | Path, n_train: int | None = None, n_test: 
         if empty:
             log.warning("%s: skipped %d instances with an empty output", path, empty)
         _require_nonempty(examples, path)
-        return subsample(examples, n, seed, f"{name}/{path.name}"), definition
+        return subsample(examples, n, seed, f"{name}/{path.name}")
 
     if not task_dir.is_dir():
         raise DataError(f"{task_dir}: SuperNI task folder not found (expected train.json and test.json in it)")
-    train, definition = split(task_dir / "train.json", n_train)
-    test, _ = split(task_dir / "test.json", n_test)
-    return Task(name, train, test, metric, None, definition)
+    return Task(name, split(task_dir / "train.json", n_train), split(task_dir / "test.json", n_test), metric)
 
 
 # --------------------------------------------------------------------------- generic instruction files

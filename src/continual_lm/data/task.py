@@ -1,7 +1,7 @@
 """The unit of continual learning: a task with train/test examples, a metric and optional label options."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 Metric = Literal["exact_match", "rouge_l"]
@@ -29,8 +29,6 @@ class Task:
     test: list[Example]
     metric: Metric = "exact_match"
     options: tuple[str, ...] | None = None
-    instruction: str = ""
-    meta: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:  # keep logs short
         return f"Task({self.name!r}, train={len(self.train)}, test={len(self.test)}, metric={self.metric})"

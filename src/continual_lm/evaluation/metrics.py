@@ -124,3 +124,17 @@ def summarize(acc_matrix: Sequence[Sequence[float]], initial: Sequence[float]) -
     return {"op": overall_performance(acc_matrix), "bwt": backward_transfer(acc_matrix),
             "fwt": forward_transfer(acc_matrix, initial), "la": learning_accuracy(acc_matrix),
             "f": forgetting(acc_matrix), "ap": average_performance(acc_matrix)}
+
+
+def decompose_forgetting(acc_matrix: list[list[float]], recovered: dict[int, float]) -> list[dict]:
+    """For each old task j: drop = a[j][j] − a[K−1][j]; recoverable = recovered − a[K−1][j];
+    spurious share = recoverable / drop (None when nothing was forgotten)."""
+    last = acc_matrix[-1]
+    rows = []
+    for j, score in sorted(recovered.items()):
+        drop = acc_matrix[j][j] - last[j]
+        recoverable = score - last[j]
+        rows.append({"task_index": j, "after_own_training": acc_matrix[j][j], "final": last[j], "recovered": score,
+                     "drop": drop, "recoverable": recoverable,
+                     "spurious_share": (recoverable / drop) if drop > 0 else None})
+    return rows

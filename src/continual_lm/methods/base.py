@@ -2,29 +2,33 @@
 
 A method never owns the training loop; the loop (``training/loop.py``) calls these hooks:
 
-    stages(tasks)             which data each training stage uses (default: one stage per task)
-    setup(ctx)                once, before the first evaluation (validate the backbone, add state)
-    before_task(ctx)          at the start of each stage, before the optimiser is built
+    stages(tasks)              which data each training stage uses (default: one stage per task)
+    setup(ctx)                 once, before the first evaluation (validate the backbone, add state)
+    before_stage(ctx)          at the start of each stage, before the optimiser is built
     stage_examples(ctx, stage) the examples the stage trains on (default: its own; rehearsal may add its memory)
-    loss(ctx, examples)       the training loss of one micro-batch
-    after_backward(ctx)       once per optimiser step, when the gradients are complete, before clipping
-    after_step(ctx)           after each optimiser step (gradients already zeroed)
-    after_task(ctx)           at the end of each stage, before the evaluation of every task
-    report()                  anything the method measured of itself, stored in metrics.json
+    loss(ctx, examples)        the training loss of one micro-batch
+    after_backward(ctx)        once per optimiser step, when the gradients are complete, before clipping
+    after_step(ctx)            after each optimiser step (gradients already zeroed)
+    after_stage(ctx)           at the end of each stage, before the evaluation of every task
+    report()                   anything the method measured of itself, stored in metrics.json
+
+``ctx`` is a ``TrainContext`` (``methods/context.py``): the config, backbone, accelerator, tasks, the stage's index
+and step, its optimiser, a seeded RNG, a log, and ``ctx.optimizer_step()`` — the one optimiser step.
 """
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import torch
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from ..data.task import Example, Task
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..training.context import TrainContext
+    from .context import TrainContext
 
 
 @dataclass
@@ -35,33 +39,42 @@ class Stage:
     examples: list[Example]
 
 
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a number")
+    return value
+
+
+# Parameter types of ``Method.Params``: numbers that refuse True/False (pydantic would read them as 1 and 0).
+Real = Annotated[float, BeforeValidator(_not_bool)]
+Count = Annotated[int, BeforeValidator(_not_bool)]
+
+
+class MethodParams(BaseModel):
+    """A method's hyper-parameters: typed, bounded, described; validated when the method is created."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 class Method:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    defaults: ClassVar[dict[str, Any]] = {}
-    # Allowed values, checked when the method is created, so that a bad value fails before any training:
-    # numbers: an interval such as "(0, 1]" or "[1, inf)", with " int" for an integer parameter whose default is
-    # None (an int default already makes it one); a None value passes
-    bounds: ClassVar[dict[str, str]] = {}
-    choices: ClassVar[dict[str, tuple]] = {}       # parameters with a fixed set of values
     needs_lora: ClassVar[bool] = False
+    Params: ClassVar[type[MethodParams]] = MethodParams
 
     def __init__(self, **params: Any):
-        unknown = sorted(set(params) - set(self.defaults))
+        unknown = sorted(set(params) - set(self.Params.model_fields))
         if unknown:
             raise ConfigError(f"method.params: unknown key(s) {unknown} for method {self.name!r}; "
-                              f"known: {sorted(self.defaults)}")
-        self.params: dict[str, Any] = {**self.defaults, **params}
-        for key, allowed in self.choices.items():
-            if self.params[key] not in allowed:
-                raise ConfigError(f"method.params.{key}: {self.params[key]!r} is not one of {list(allowed)} "
-                                  f"(method {self.name!r})")
-        for key, interval in self.bounds.items():
-            interval, int_suffix, _ = interval.partition(" int")
-            check_in_interval(f"method.params.{key}", self.params[key], interval,
-                              integer=bool(int_suffix) or type(self.defaults[key]) is int)
-        for key, value in self.params.items():
-            setattr(self, key, value)
+                              f"known: {sorted(self.Params.model_fields)}")
+        try:
+            self.params = self.Params(**params)
+        except ValidationError as e:
+            first = e.errors()[0]
+            first["msg"] = first["msg"].removeprefix("Value error, ")
+            key = ".".join(str(x) for x in first["loc"])
+            if not key:  # a rule across parameters
+                raise ConfigError(f"method.params: {first['msg']} (method {self.name!r})") from None
+            raise ConfigError(f"method.params.{key}: {params.get(key)!r}: {first['msg']} (method {self.name!r})") from None
 
     def stages(self, tasks: list[Task]) -> list[Stage]:
         return [Stage(t.name, [i], t.train) for i, t in enumerate(tasks)]
@@ -71,7 +84,7 @@ class Method:
             raise ConfigError(f"method {self.name!r} needs LoRA: set model.finetune: lora "
                               f"(it is {ctx.config.model.finetune!r})")
 
-    def before_task(self, ctx: "TrainContext") -> None:
+    def before_stage(self, ctx: "TrainContext") -> None:
         pass
 
     def stage_examples(self, ctx: "TrainContext", stage: Stage) -> list[Example]:
@@ -86,24 +99,11 @@ class Method:
     def after_step(self, ctx: "TrainContext") -> None:
         pass
 
-    def after_task(self, ctx: "TrainContext") -> None:
+    def after_stage(self, ctx: "TrainContext") -> None:
         pass
 
     def report(self) -> dict[str, Any]:
         return {}
-
-
-def check_in_interval(key: str, value: Any, interval: str, integer: bool = False) -> None:
-    """ConfigError unless ``value`` is None or a number in ``interval`` ("[a, b]", "(a, b)", "[a, inf)", ...)."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and value != int(value)):
-        raise ConfigError(f"{key}: {value!r} is not {'an integer' if integer else 'a number'}")
-    low, high = (float(x) for x in interval[1:-1].split(","))
-    above = low <= value if interval[0] == "[" else low < value
-    below = value <= high if interval[-1] == "]" else value < high
-    if not (above and below):
-        raise ConfigError(f"{key}: {value} is outside {interval}")
 
 
 METHODS: dict[str, type[Method]] = {}
@@ -112,9 +112,6 @@ METHODS: dict[str, type[Method]] = {}
 def register(cls: type[Method]) -> type[Method]:
     if not cls.name or cls.name in METHODS:
         raise ValueError(f"method class {cls.__name__} needs a unique name (got {cls.name!r})")
-    stray = sorted((set(cls.bounds) | set(cls.choices)) - set(cls.defaults))
-    if stray:
-        raise ValueError(f"method {cls.name!r}: bounds/choices for parameters it does not have: {stray}")
     METHODS[cls.name] = cls
     return cls
 
@@ -126,11 +123,36 @@ def create_method(name: str, params: dict[str, Any] | None = None) -> Method:
 
 
 def split_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """A method entry of a comparison: a registered name, or NAME:VARIANT for one of its variants
-    (``recurrent_kif:reference_code`` → ("recurrent_kif", {"variant": "reference_code"}))."""
-    name, _, variant = spec.partition(":")
-    return name, ({"variant": variant} if variant else {})
+    """A method entry of a comparison: NAME, NAME:VARIANT (its ``variant`` parameter) and/or NAME(KEY=VALUE, ...)
+    (values read as YAML): ``recurrent_kif:reference_code`` → ("recurrent_kif", {"variant": "reference_code"}),
+    ``task_vector(alpha=0.2)`` → ("task_vector", {"alpha": 0.2})."""
+    import yaml
+
+    head, paren, rest = spec.partition("(")
+    params: dict[str, Any] = {}
+    if paren:
+        if not rest.endswith(")"):
+            raise ConfigError(f"method entry {spec!r}: expected NAME(KEY=VALUE, ...)")
+        for item in filter(None, (x.strip() for x in rest[:-1].split(","))):
+            key, eq, value = item.partition("=")
+            if not eq:
+                raise ConfigError(f"method entry {spec!r}: {item!r} is not KEY=VALUE")
+            params[key.strip()] = yaml.safe_load(value)
+    name, _, variant = head.partition(":")
+    return name, ({"variant": variant} if variant else {}) | params
 
 
 def method_summary(cls: type[Method]) -> str:
     return cls.description or (inspect.getdoc(cls) or "").splitlines()[0]
+
+
+def describe_params(cls: type[Method]) -> list[str]:
+    """One line per hyper-parameter: name, type, default, bounds, description (``continual-lm list --verbose``)."""
+    lines = []
+    for key, info in cls.Params.model_fields.items():
+        kind = getattr(info.annotation, "__name__", None) or str(info.annotation).replace("typing.", "")
+        bounds = [f"{op} {getattr(m, attr)}" for m in info.metadata
+                  for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if hasattr(m, attr)]
+        lines.append(f"{key}: {kind} = {info.default!r}" + (f" ({', '.join(bounds)})" if bounds else "")
+                     + (f" — {info.description}" if info.description else ""))
+    return lines

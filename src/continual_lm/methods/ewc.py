@@ -10,9 +10,12 @@ mean`` divides each task's Fisher by its mean over all parameters before accumul
 weight on a parameter of average importance, comparable across backbones. Default ``none`` (the paper's form)."""
 from __future__ import annotations
 
-import torch
+from typing import Literal
 
-from .base import Method, register
+import torch
+from pydantic import Field
+
+from .base import Count, MethodParams, Real, Method, register
 from .importance import diagonal_fisher
 from ..models.weights import snapshot
 
@@ -26,9 +29,12 @@ def ewc_penalty(params: dict[str, torch.Tensor], fisher: dict[str, torch.Tensor]
 class EWC(Method):
     name = "ewc"
     description = "EWC (Kirkpatrick et al., 2017): online diagonal-Fisher penalty λ/2 Σ F (θ − θ*)²."
-    defaults = {"lambda_ewc": 1000.0, "gamma": 1.0, "fisher_batches": 16, "fisher_norm": "none"}
-    bounds = {"lambda_ewc": "[0, inf)", "gamma": "[0, 1]", "fisher_batches": "[1, inf)"}
-    choices = {"fisher_norm": ("none", "mean")}
+
+    class Params(MethodParams):
+        lambda_ewc: Real = Field(1000.0, ge=0, description="penalty weight λ")
+        gamma: Real = Field(1.0, ge=0, le=1, description="online decay of the accumulated Fisher (1: sum)")
+        fisher_batches: Count = Field(16, ge=1, description="training batches per task for the Fisher")
+        fisher_norm: Literal["none", "mean"] = Field("none", description="divide each task's Fisher by its mean")
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
@@ -38,17 +44,17 @@ class EWC(Method):
     def loss(self, ctx, examples) -> torch.Tensor:
         loss = ctx.backbone.loss(examples)
         if self.fisher:
-            loss = loss + ewc_penalty(ctx.backbone.trainable_parameters(), self.fisher, self.anchor, self.lambda_ewc)
+            loss = loss + ewc_penalty(ctx.backbone.trainable_parameters(), self.fisher, self.anchor, self.params.lambda_ewc)
         return loss
 
-    def after_task(self, ctx) -> None:
+    def after_stage(self, ctx) -> None:
         params = ctx.backbone.trainable_parameters()
         examples, bs = ctx.task.train, ctx.config.training.batch_size
-        starts = list(range(0, len(examples), bs))[: int(self.fisher_batches)]
+        starts = list(range(0, len(examples), bs))[: self.params.fisher_batches]
         task_fisher = diagonal_fisher(params, (lambda s=s: ctx.backbone.loss(examples[s:s + bs]) for s in starts))
-        if self.fisher_norm == "mean":
+        if self.params.fisher_norm == "mean":
             mean = sum(float(f.sum()) for f in task_fisher.values()) / sum(f.numel() for f in task_fisher.values())
             task_fisher = {n: f / mean if mean > 0 else f for n, f in task_fisher.items()}
         for n, f in task_fisher.items():
-            self.fisher[n] = self.gamma * self.fisher[n] + f if n in self.fisher else f
+            self.fisher[n] = self.params.gamma * self.fisher[n] + f if n in self.fisher else f
         self.anchor = snapshot(params)

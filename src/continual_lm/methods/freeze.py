@@ -8,38 +8,47 @@ data (``val_source: heldout``) or, for tasks that teach new facts and so cannot 
 examples (Biography's Task 1), sampled from it (``val_source: train``)."""
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 import random
 
 from ..data.task import Task
 from ..errors import ConfigError
 from ..evaluation.evaluate import evaluate_task
-from .base import Method, Stage, register
+from .base import Count, Method, MethodParams, Real, Stage, register
 
 
 @register
 class Freeze(Method):
     name = "freeze"
     description = "Freeze input embeddings + bottom k layers from task 1 on (spurious-forgetting fix); optional early stop."
-    defaults = {"layers": None, "from_task": 1, "embeddings": True,  # layers None: half of the layers
-                "early_stop": False, "val_fraction": 0.1, "val_source": "heldout", "eval_every": 10, "patience": 2,
-                "max_val_examples": 200}
-    bounds = {"layers": "[0, inf) int", "from_task": "[0, inf)", "val_fraction": "(0, 1)", "eval_every": "[1, inf)",
-              "patience": "[1, inf)", "max_val_examples": "[1, inf)"}
-    choices = {"val_source": ("heldout", "train"), "embeddings": (True, False), "early_stop": (True, False)}
+
+    class Params(MethodParams):
+        layers: Count | None = Field(None, ge=0, description="bottom layers frozen (None: half of them)")
+        from_task: Count = Field(1, ge=0, description="first task trained frozen")
+        embeddings: bool = Field(True, description="freeze the input embeddings too")
+        early_stop: bool = Field(False, description="stop a task once its validation score stops improving")
+        val_fraction: Real = Field(0.1, gt=0, lt=1, description="early stop: share of the task held out")
+        val_source: Literal["heldout", "train"] = Field("heldout", description="early stop: validation from where")
+        eval_every: Count = Field(10, ge=1, description="early stop: steps between validations")
+        patience: Count = Field(2, ge=1, description="early stop: validations without improvement")
+        max_val_examples: Count = Field(200, ge=1, description="early stop: validation examples at most")
 
     def stages(self, tasks: list[Task]) -> list[Stage]:
         stages = super().stages(tasks)
         self.validation: dict[int, Task] = {}
-        if not self.early_stop:
+        if not self.params.early_stop:
             return stages
         for i, stage in enumerate(stages):
-            if i < self.from_task:
+            if i < self.params.from_task:
                 continue
             rng = random.Random(f"freeze-val:{stage.name}")
             order = rng.sample(stage.examples, len(stage.examples))
-            n_val = min(int(self.max_val_examples), max(1, round(self.val_fraction * len(order))))
+            n_val = min(self.params.max_val_examples, max(1, round(self.params.val_fraction * len(order))))
             val = order[:n_val]
-            if self.val_source == "heldout":
+            if self.params.val_source == "heldout":
                 if len(order) - n_val < 1:
                     raise ConfigError(f"task {stage.name}: too few training examples to hold out a validation split")
                 held_out = set(val)
@@ -48,21 +57,21 @@ class Freeze(Method):
             self.validation[i] = Task(f"{task.name}-val", [], val, task.metric, task.options)
         return stages
 
-    def before_task(self, ctx) -> None:
+    def before_stage(self, ctx) -> None:
         self.best, self.bad_checks = float("-inf"), 0
-        if ctx.task_index < self.from_task:
+        if ctx.stage_index < self.params.from_task:
             return
         blocks = ctx.backbone.transformer_layers()
-        k = len(blocks) // 2 if self.layers is None else int(self.layers)
-        modules = list(blocks[:k]) + ([ctx.backbone.input_embeddings()] if self.embeddings else [])
+        k = len(blocks) // 2 if self.params.layers is None else self.params.layers
+        modules = list(blocks[:k]) + ([ctx.backbone.input_embeddings()] if self.params.embeddings else [])
         for module in modules:
             for p in module.parameters():
                 p.requires_grad_(False)
-        ctx.log({"event": "freeze", "layers": k, "embeddings": self.embeddings})
+        ctx.log({"event": "freeze", "layers": k, "embeddings": self.params.embeddings})
 
     def after_step(self, ctx) -> None:
-        val = self.validation.get(ctx.task_index)
-        if val is None or ctx.step % int(self.eval_every):
+        val = self.validation.get(ctx.stage_index)
+        if val is None or ctx.step % self.params.eval_every:
             return
         score = evaluate_task(ctx.backbone, val, ctx.config.training.eval_batch_size).score
         if score > self.best:
@@ -70,5 +79,5 @@ class Freeze(Method):
         else:
             self.bad_checks += 1
         ctx.log({"event": "validation", "stage": ctx.task.name, "step": ctx.step, "score": score})
-        if self.bad_checks >= int(self.patience):
+        if self.bad_checks >= self.params.patience:
             ctx.stop = True

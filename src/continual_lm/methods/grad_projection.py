@@ -6,12 +6,16 @@ Applies to the 2-D trainable weights of linear layers (under LoRA, to the B matr
 of ΔW = B·A), in attention layers only (``scope: attention``) or all layers."""
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from ..analysis.angles import top_subspace
-from .base import Method, register
+from ..models.weights import top_subspace
+from .base import Count, Method, MethodParams, Real, register
 
 ATTENTION_KEYS = ("attn", "attention", "q_proj", "k_proj", "v_proj", "o_proj", "query", "key", "value")
 
@@ -36,26 +40,29 @@ def project_out(grad: torch.Tensor, basis: torch.Tensor, out_dim: int) -> torch.
 class GradProjection(Method):
     name = "grad_projection"
     description = "Gradient projection: project later gradients away from the task's early-update subspace."
-    defaults = {"end_step": 150, "scope": "attention", "energy": 0.99, "from_task": 1}
-    bounds = {"end_step": "[1, inf)", "energy": "(0, 1]", "from_task": "[0, inf)"}
-    choices = {"scope": ("attention", "all")}
 
-    def before_task(self, ctx) -> None:
+    class Params(MethodParams):
+        end_step: Count = Field(150, ge=1, description="the early update: steps 0..end_step of a task")
+        scope: Literal["attention", "all"] = Field("attention", description="which layers' gradients are projected")
+        energy: Real = Field(0.99, gt=0, le=1, description="spectral energy kept in the recorded subspace")
+        from_task: Count = Field(1, ge=0, description="first task it applies to")
+
+    def before_stage(self, ctx) -> None:
         self.bases: dict[str, torch.Tensor] = {}
         self.start = None
-        if ctx.task_index < self.from_task:
+        if ctx.stage_index < self.params.from_task:
             return
         dims = output_dims(ctx.backbone.model)
         self.targets = {n: (p, dims[n]) for n, p in ctx.backbone.trainable_parameters().items()
                         if n in dims and ".lora_A." not in n
-                        and (self.scope == "all" or any(k in n for k in ATTENTION_KEYS))}
+                        and (self.params.scope == "all" or any(k in n for k in ATTENTION_KEYS))}
         self.start = {n: p.detach().clone() for n, (p, _) in self.targets.items()}
 
     def after_step(self, ctx) -> None:
-        if self.start is not None and ctx.step == int(self.end_step):
+        if self.start is not None and ctx.step == self.params.end_step:
             for n, (p, out_dim) in self.targets.items():
                 delta = (p.detach() - self.start[n]).double()
-                basis = top_subspace(delta if out_dim == 0 else delta.T, self.energy)
+                basis = top_subspace(delta if out_dim == 0 else delta.T, self.params.energy)
                 if basis.shape[1]:
                     self.bases[n] = basis.to(p.dtype)
             ctx.log({"event": "grad_projection", "matrices": len(self.bases),

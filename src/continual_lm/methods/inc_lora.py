@@ -12,7 +12,7 @@ class IncLoRA(Method):
     description = "IncLoRA: a new LoRA adapter per task; earlier adapters frozen but active."
     needs_lora = True
 
-    def before_task(self, ctx) -> None:
+    def before_stage(self, ctx) -> None:
         # Task 0 trains the adapter peft created ("default"); each later task gets its own.
-        if ctx.task_index > 0:
-            add_task_adapter(ctx.backbone, f"task{ctx.task_index}")
+        if ctx.stage_index > 0:
+            add_task_adapter(ctx.backbone, f"task{ctx.stage_index}")

@@ -7,6 +7,8 @@ real example in each batch). The quality of the samples is reported in the paper
 after de-duplication, question matches a real one, question and answer both correct. Causal LMs only."""
 from __future__ import annotations
 
+from pydantic import Field
+
 import math
 import re
 
@@ -15,7 +17,7 @@ import torch
 from ..data.task import Example
 from ..errors import ConfigError
 from ..evaluation.metrics import normalize_answer
-from .base import Method, register
+from .base import Count, Method, MethodParams, Real, register
 
 ANSWER = re.compile(r"Answer\s*:", re.IGNORECASE)
 
@@ -51,9 +53,13 @@ def sample_quality(samples: list[str], real: list[Example]) -> dict:
 class LAMOL(Method):
     name = "lamol"
     description = "LAMOL (Sun et al., 2020): the LM generates pseudo-examples of old tasks to rehearse them."
-    defaults = {"gamma": 0.2, "lm_weight": 0.25, "max_new_tokens": 48, "top_k": 20, "generation_batch_size": 64}
-    bounds = {"gamma": "[0, inf)", "lm_weight": "[0, inf)", "max_new_tokens": "[1, inf)", "top_k": "[1, inf)",
-              "generation_batch_size": "[1, inf)"}
+
+    class Params(MethodParams):
+        gamma: Real = Field(0.2, ge=0, description="pseudo-examples per real example")
+        lm_weight: Real = Field(0.25, ge=0, description="weight of the generation (LM) loss")
+        max_new_tokens: Count = Field(48, ge=1, description="length of a generated pseudo-example")
+        top_k: Count = Field(20, ge=1, description="top-k sampling of pseudo-examples")
+        generation_batch_size: Count = Field(64, ge=1, description="pseudo-examples generated at once")
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
@@ -66,12 +72,12 @@ class LAMOL(Method):
     def generation_example(self, ex: Example) -> Example:
         return Example(self.start, f"{ex.prompt} {ex.target}", ex.task)
 
-    def before_task(self, ctx) -> None:
-        if ctx.task_index == 0:
+    def before_stage(self, ctx) -> None:
+        if ctx.stage_index == 0:
             return
-        n = math.ceil(self.gamma * len(ctx.task.train))
+        n = math.ceil(self.params.gamma * len(ctx.task.train))
         samples = self.generate(ctx, n)
-        old = [ex for t in ctx.tasks[: ctx.task_index] for ex in t.train]
+        old = [ex for t in ctx.tasks[: ctx.stage_index] for ex in t.train]
         self.quality[ctx.task.name] = sample_quality(samples, old)
         ctx.log({"event": "lamol_samples", "task": ctx.task.name, **self.quality[ctx.task.name]})
         self.pseudo = [Example(q, a, "pseudo") for q, a in (p for p in map(parse_sample, samples) if p)]
@@ -84,12 +90,12 @@ class LAMOL(Method):
         backbone.model.eval()
         texts: list[str] = []
         start = tok(self.start, add_special_tokens=False)["input_ids"]
-        torch.manual_seed(ctx.config.seed + ctx.task_index)
+        torch.manual_seed(ctx.config.seed + ctx.stage_index)
         while len(texts) < n:
-            bs = min(self.generation_batch_size, n - len(texts))
+            bs = min(self.params.generation_batch_size, n - len(texts))
             ids = torch.tensor([start] * bs, device=backbone.device)
             out = backbone.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
-                                          top_k=self.top_k, max_new_tokens=self.max_new_tokens,
+                                          top_k=self.params.top_k, max_new_tokens=self.params.max_new_tokens,
                                           pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
             texts.extend(t.strip() for t in tok.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True))
         backbone.model.train(was_training)
@@ -97,11 +103,11 @@ class LAMOL(Method):
 
     def loss(self, ctx, examples: list[Example]) -> torch.Tensor:
         if self.pseudo:
-            k = math.ceil(self.gamma * len(examples))
+            k = math.ceil(self.params.gamma * len(examples))
             examples = examples + [self.pseudo[ctx.rng.randrange(len(self.pseudo))] for _ in range(k)]
         qa = ctx.backbone.loss(examples)
         lm = ctx.backbone.loss([self.generation_example(ex) for ex in examples])
-        return qa + self.lm_weight * lm
+        return qa + self.params.lm_weight * lm
 
     def report(self) -> dict:
         return {"pseudo_sample_quality": self.quality} if self.quality else {}

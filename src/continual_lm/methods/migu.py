@@ -24,11 +24,15 @@ follow the full-tuning backward's rule (``backward_full_tuning``) on the LoRA mo
 """
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from .base import Method, register
+from .base import Count, Method, MethodParams, Real, register
 from .importance import at_least_quantile, top_fraction_masks
 
 
@@ -69,20 +73,21 @@ def _masked_layers(model: nn.Module, variant: str) -> dict[str, list[tuple[nn.Mo
 class MIGU(Method):
     name = "migu"
     description = "MIGU (Du et al., 2024): keep only gradients of the output units with the largest output magnitude."
-    defaults = {"variant": "paper_code", "ratio": 0.3}
-    bounds = {"ratio": "(0, 1]"}
-    choices = {"variant": ("paper_code", "ours")}
+
+    class Params(MethodParams):
+        variant: Literal["paper_code", "ours"] = Field("paper_code", description="see the module doc")
+        ratio: Real = Field(0.3, gt=0, le=1, description="share of units whose gradients are kept")
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
         self.magnitudes: dict[str, torch.Tensor] = {}
         self.masking = False
-        self.layers = _masked_layers(ctx.backbone.model, self.variant)
+        self.layers = _masked_layers(ctx.backbone.model, self.params.variant)
         for name, entries in self.layers.items():
             entries[0][0].register_forward_hook(self._recorder(name))
 
-    def before_task(self, ctx) -> None:
-        self.masking = self.variant == "ours" or ctx.task_index > 0  # the code trains the first task unmasked
+    def before_stage(self, ctx) -> None:
+        self.masking = self.params.variant == "ours" or ctx.stage_index > 0  # the code trains the first task unmasked
 
     def _recorder(self, name: str):
         def hook(module, inputs, output):
@@ -93,8 +98,8 @@ class MIGU(Method):
         return hook
 
     def masks(self) -> dict[str, torch.Tensor]:
-        rule = code_unit_masks if self.variant == "paper_code" else unit_masks
-        return rule(self.magnitudes, self.ratio)
+        rule = code_unit_masks if self.params.variant == "paper_code" else unit_masks
+        return rule(self.magnitudes, self.params.ratio)
 
     def after_backward(self, ctx) -> None:
         if not self.masking:

@@ -10,10 +10,12 @@ second is the authors' L2 regularisation of the new adapter's A and B (norm, not
 (λ2 = 0, as in their scripts)."""
 from __future__ import annotations
 
+from pydantic import Field
+
 import torch
 
 from ..models.adapters import adapter_names, add_task_adapter, lora_matrices
-from .base import Method, register
+from .base import Count, Method, MethodParams, Real, register
 
 
 def orthogonality_loss(old: list[dict[str, torch.Tensor]], new: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -29,13 +31,15 @@ def orthogonality_loss(old: list[dict[str, torch.Tensor]], new: dict[str, torch.
 class OLoRA(Method):
     name = "o_lora"
     description = "O-LoRA (Wang et al., 2023): per-task LoRA kept orthogonal to earlier tasks' LoRA subspaces."
-    defaults = {"lambda_orth": 0.5, "lambda_l2": 0.0}
-    bounds = {"lambda_orth": "[0, inf)", "lambda_l2": "[0, inf)"}
+
+    class Params(MethodParams):
+        lambda_orth: Real = Field(0.5, ge=0, description="λ1, weight of the orthogonality loss")
+        lambda_l2: Real = Field(0.0, ge=0, description="λ2, weight of the new adapter's L2 norm")
     needs_lora = True
 
-    def before_task(self, ctx) -> None:
-        self.current = "default" if ctx.task_index == 0 else f"task{ctx.task_index}"
-        if ctx.task_index > 0:
+    def before_stage(self, ctx) -> None:
+        self.current = "default" if ctx.stage_index == 0 else f"task{ctx.stage_index}"
+        if ctx.stage_index > 0:
             add_task_adapter(ctx.backbone, self.current)
         self.old_a = [lora_matrices(ctx.backbone, a) for a in adapter_names(ctx.backbone) if a != self.current]
         self.new_a = lora_matrices(ctx.backbone, self.current)
@@ -43,8 +47,8 @@ class OLoRA(Method):
 
     def loss(self, ctx, examples) -> torch.Tensor:
         loss = ctx.backbone.loss(examples)
-        if self.old_a and self.lambda_orth:
-            loss = loss + self.lambda_orth * orthogonality_loss(self.old_a, self.new_a)
-        if self.lambda_l2:
-            loss = loss + self.lambda_l2 * sum(p.norm(2) for p in self.new_params)
+        if self.old_a and self.params.lambda_orth:
+            loss = loss + self.params.lambda_orth * orthogonality_loss(self.old_a, self.new_a)
+        if self.params.lambda_l2:
+            loss = loss + self.params.lambda_l2 * sum(p.norm(2) for p in self.new_params)
         return loss

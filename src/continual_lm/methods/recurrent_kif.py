@@ -43,12 +43,13 @@ Where both variants differ from the authors' code, and why:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+from pydantic import Field, field_validator, model_validator
 
-from ..errors import ConfigError
 from ..models.weights import assign_, snapshot
-from .base import Method, register
+from .base import Count, Method, MethodParams, Real, register
 from .importance import ImportanceTracker, Maps, minmax_normalized, top_fraction_masks, total
 from .memory import ReplayMemory
 
@@ -134,34 +135,55 @@ class RecurrentKIF(Method):
     """Recurrent-KIF: inner/outer learners with importance-masked fusion of their task vectors every Q steps."""
     name = "recurrent_kif"
     description = "Recurrent-KIF (Feng et al., ACL 2025): importance-masked fusion of new/old task vectors every Q steps."
-    defaults = {"q": 8, "m": None, "alpha_in": 0.55, "alpha_out": 0.55, "top_fraction": 0.2, "threshold_scope": "global",
-                "outer_batch_size": None, "outer_lr": None, "memory_fraction": 0.02, "variant": "paper",
-                "ablation": None, "importance": "weight_grad", "ema": True, "platon_beta": 0.85}
-    bounds = {"q": "[1, inf)", "m": "[1, inf) int", "alpha_in": "[0, 1]", "alpha_out": "[0, 1]",
-              "top_fraction": "(0, 1]", "outer_batch_size": "[1, inf) int", "outer_lr": "(0, inf)",
-              "memory_fraction": "[0, 1]", "platon_beta": "[0, 1)"}
-    choices = {"variant": tuple(VARIANTS), "importance": ("weight_grad", "grad"), "threshold_scope": ("global", "per_tensor"),
-               "ema": (True, False)}
+
+    class Params(MethodParams):
+        q: Count = Field(8, ge=1, description="inner steps per cycle")
+        m: Count | None = Field(None, ge=1, description="outer steps per cycle (None: 1 for paper, 4 for reference_code)")
+        alpha_in: Real = Field(0.55, ge=0, le=1, description="α1, EMA of the inner importance")
+        alpha_out: Real = Field(0.55, ge=0, le=1, description="α2, EMA of the outer importance")
+        top_fraction: Real = Field(0.2, gt=0, le=1, description="share of coordinates each mask keeps")
+        threshold_scope: Literal["global", "per_tensor"] = Field("global", description="one threshold, or one per tensor")
+        outer_batch_size: Count | None = Field(None, ge=1, description="memory batch of an outer step (None: batch size)")
+        outer_lr: Real | None = Field(None, gt=0, description="lr of the outer steps (None: the inner optimiser's)")
+        memory_fraction: Real = Field(0.02, ge=0, le=1, description="share of each task's training data kept")
+        variant: Literal["paper", "reference_code"] = Field("paper", description="the paper's text or the authors' code")
+        ablation: Literal["no_die", "no_ki", "global_weighting", "adaptive", "no_share"] | None = Field(
+            None, description="-DIE, -KI, +GM, +Adaptive, -Share (paper Table 2)")
+        importance: Literal["weight_grad", "grad"] = Field("weight_grad", description="|θ·∇L| or |∇L|")
+        ema: bool = Field(True, description="smooth the importance (False: the latest batch only)")
+        platon_beta: Real = Field(0.85, ge=0, lt=1, description="β of the reference code's PLATON score")
+
+        @field_validator("ablation", mode="before")
+        @classmethod
+        def _paper_names(cls, value):
+            if value is not None and value not in ABLATIONS:
+                raise ValueError(f"unknown ablation; known: {sorted(k for k in ABLATIONS if k)}")
+            return ABLATIONS.get(value, value)
+
+        @model_validator(mode="before")
+        @classmethod
+        def _variant_defaults(cls, data: dict) -> dict:
+            variant = data.get("variant", "paper")
+            if variant == "reference_code" and ABLATIONS.get(data.get("ablation")):
+                raise ValueError("ablations apply to variant 'paper', not 'reference_code'")
+            if data.get("m") is None and variant in OUTER_STEPS:
+                data = {**data, "m": OUTER_STEPS[variant]}
+            return data
 
     def __init__(self, **params):
         super().__init__(**params)
-        if self.ablation not in ABLATIONS:
-            raise ConfigError(f"method.params.ablation: unknown {self.ablation!r}; known: {sorted(k for k in ABLATIONS if k)}")
-        self.ablation = ABLATIONS[self.ablation]
-        if self.variant == "reference_code" and self.ablation:
-            raise ConfigError("method.params: ablations apply to variant 'paper', not 'reference_code'")
-        self.m = int(self.m) if self.m is not None else OUTER_STEPS[self.variant]
-        beta = self.platon_beta if self.variant == "reference_code" else None
-        self.inner = ImportanceTracker(self.alpha_in, self.importance, self.ema, beta)
-        self.outer = ImportanceTracker(self.alpha_out, self.importance, self.ema, beta)
+        p = self.params
+        beta = p.platon_beta if p.variant == "reference_code" else None
+        self.inner = ImportanceTracker(p.alpha_in, p.importance, p.ema, beta)
+        self.outer = ImportanceTracker(p.alpha_out, p.importance, p.ema, beta)
         self.diagnostics: list[dict[str, float]] = []
 
     # ------------------------------------------------------------------ hooks
     def setup(self, ctx) -> None:
         super().setup(ctx)
-        self.memory = ReplayMemory(self.memory_fraction, ctx.config.seed)
+        self.memory = ReplayMemory(self.params.memory_fraction, ctx.config.seed)
 
-    def before_task(self, ctx) -> None:
+    def before_stage(self, ctx) -> None:
         # Plain training while there is no memory (the first task): nothing below runs then.
         self.active = len(self.memory) > 0
         self.tracked = ctx.backbone.trainable_parameters()
@@ -177,13 +199,13 @@ class RecurrentKIF(Method):
         if not self.active:
             return
         self.cycle_steps += 1
-        partial_end = ctx.step == ctx.total_steps and self.variant == "paper"
-        if self.cycle_steps == int(self.q) or partial_end:
+        partial_end = ctx.step == ctx.total_steps and self.params.variant == "paper"
+        if self.cycle_steps == self.params.q or partial_end:
             self.fuse_cycle(ctx)
 
-    def after_task(self, ctx) -> None:
+    def after_stage(self, ctx) -> None:
         self.memory.add_task(ctx.task)
-        if self.ablation == "no_die":  # static historical importance, measured once at the task's end
+        if self.params.ablation == "no_die":  # static historical importance, measured once at the task's end
             self.outer.reset()
             size = self._outer_batch(ctx)
             for start in range(0, len(self.memory), size):
@@ -203,35 +225,35 @@ class RecurrentKIF(Method):
         return snapshot(self.tracked)
 
     def _outer_batch(self, ctx) -> int:
-        return int(self.outer_batch_size or ctx.config.training.batch_size)
+        return self.params.outer_batch_size or ctx.config.training.batch_size
 
     def fuse_cycle(self, ctx) -> None:
         theta_q = self._snapshot()
         tau_in = {n: theta_q[n] - self.theta_b[n] for n in theta_q}
-        for self.cycle_outer in range(self.m):
+        for self.cycle_outer in range(self.params.m):
             self._outer_step(ctx)
         theta_m = self._snapshot()
         tau_out = {n: theta_m[n] - theta_q[n] for n in theta_q}
-        weights = fusion_weights(self.inner.score, self.outer.score, top_fraction=self.top_fraction,
-                                 scope=self.threshold_scope, ablation=self.ablation, variant=self.variant)
+        weights = fusion_weights(self.inner.score, self.outer.score, top_fraction=self.params.top_fraction,
+                                 scope=self.params.threshold_scope, ablation=self.params.ablation, variant=self.params.variant)
         assign_(self.tracked, fuse(self.theta_b, tau_in, tau_out, weights))
         record = fusion_diagnostics(tau_in, tau_out, weights)
         self.diagnostics.append(record)
         ctx.log({"event": "fusion", "stage": ctx.task.name, "step": ctx.step, **{k: round(v, 5) for k, v in record.items()}})
         self.theta_b = self._snapshot()
         self.cycle_steps = self.cycle_outer = 0
-        if self.variant == "reference_code":  # the authors' --empty_inner_score_flag=1 (the outer flag is 0)
+        if self.params.variant == "reference_code":  # the authors' --empty_inner_score_flag=1 (the outer flag is 0)
             self.inner.reset()
 
     def _outer_step(self, ctx) -> None:
         batch = self.memory.sample(self._outer_batch(ctx), ctx.rng)
         ctx.accelerator.backward(ctx.backbone.loss(batch))
-        if self.ablation != "no_die":
+        if self.params.ablation != "no_die":
             self.outer.update(self.tracked)  # historical importance at the current weights
         lrs = [g["lr"] for g in ctx.optimizer.param_groups]
-        if self.outer_lr is not None:
+        if self.params.outer_lr is not None:
             for g in ctx.optimizer.param_groups:
-                g["lr"] = self.outer_lr
-        ctx.clip_and_step()
+                g["lr"] = self.params.outer_lr
+        ctx.optimizer_step()
         for g, lr in zip(ctx.optimizer.param_groups, lrs):
             g["lr"] = lr

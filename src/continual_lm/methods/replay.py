@@ -11,10 +11,14 @@ Two ways to rehearse (``mode``):
 """ 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 import torch
 
 from ..data.task import Example
-from .base import Method, Stage, register
+from .base import Count, Method, MethodParams, Real, Stage, register
 from .memory import ReplayMemory
 
 
@@ -22,24 +26,26 @@ from .memory import ReplayMemory
 class Replay(Method):
     name = "replay"
     description = "Replay: a class-balanced memory (2% of each task) concatenated to the new data (LoRAReplay with LoRA)."
-    defaults = {"memory_fraction": 0.02, "mode": "concat", "replay_batch_size": None}  # None: the batch size
-    bounds = {"memory_fraction": "[0, 1]", "replay_batch_size": "[1, inf) int"}
-    choices = {"mode": ("concat", "mix")}
+
+    class Params(MethodParams):
+        memory_fraction: Real = Field(0.02, ge=0, le=1, description="share of each task's training data kept")
+        mode: Literal["concat", "mix"] = Field("concat", description="memory joins the data, or is mixed into batches")
+        replay_batch_size: Count | None = Field(None, ge=1, description="mix: memory examples per batch (None: batch size)")
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
-        self.memory = ReplayMemory(self.memory_fraction, ctx.config.seed)
+        self.memory = ReplayMemory(self.params.memory_fraction, ctx.config.seed)
 
-    def before_task(self, ctx) -> None:
+    def before_stage(self, ctx) -> None:
         self.memory.log_sizes(ctx.log)
 
     def stage_examples(self, ctx, stage: Stage) -> list[Example]:
-        return stage.examples + self.memory.examples if self.mode == "concat" else stage.examples
+        return stage.examples + self.memory.examples if self.params.mode == "concat" else stage.examples
 
     def loss(self, ctx, examples: list[Example]) -> torch.Tensor:
-        if self.mode == "mix":
-            examples = examples + self.memory.sample(self.replay_batch_size or len(examples), ctx.rng)
+        if self.params.mode == "mix":
+            examples = examples + self.memory.sample(self.params.replay_batch_size or len(examples), ctx.rng)
         return ctx.backbone.loss(examples)
 
-    def after_task(self, ctx) -> None:
+    def after_stage(self, ctx) -> None:
         self.memory.add_task(ctx.task)

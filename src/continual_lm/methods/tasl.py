@@ -27,12 +27,14 @@ interpolation), as ``torch.quantile`` here.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+from pydantic import Field
 
 from ..errors import ConfigError
 from ..models.weights import assign_, snapshot
-from .base import Method, register
+from .base import Method, MethodParams, Real, register
 from .importance import ImportanceTracker, Maps, minmax_normalized, top_fraction_masks
 
 Scores = dict  # unit -> normalised importance (float)
@@ -130,45 +132,49 @@ def consolidate(theta_prev: Maps, theta_new: Maps, imp_past: Maps, imp_new: Maps
 class TaSL(Method):
     name = "tasl"
     description = "TaSL (Feng et al., ACL 2024): skill-unit importance; keep task-specific units, merge shared ones."
-    defaults = {"variant": "paper_code", "top_fraction": 0.2, "gamma": 0.7, "beta": 0.85, "tau": 0.25,
-                "granularity": "row"}
-    bounds = {"top_fraction": "(0, 1]", "gamma": "[0, 1]", "beta": "[0, 1)", "tau": "(0, inf)"}
-    choices = {"variant": ("paper_code", "tas_lora", "ours"), "granularity": ("row", "element")}
+
+    class Params(MethodParams):
+        variant: Literal["paper_code", "tas_lora", "ours"] = Field("paper_code", description="see the module doc")
+        top_fraction: Real = Field(0.2, gt=0, le=1, description="share of units that count as important")
+        gamma: Real = Field(0.7, ge=0, le=1, description="weight of the past in the accumulated importance")
+        beta: Real = Field(0.85, ge=0, lt=1, description="β of the PLATON importance score")
+        tau: Real = Field(0.25, gt=0, description="tas_lora: softmax temperature of the unit weights")
+        granularity: Literal["row", "element"] = Field("row", description="ours: the skill unit")
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
-        if self.variant == "tas_lora" and ctx.config.model.finetune != "lora":
+        if self.params.variant == "tas_lora" and ctx.config.model.finetune != "lora":
             raise ConfigError("method 'tasl' variant 'tas_lora' merges LoRA ranks: set model.finetune: lora")
         self.past = None
         self.theta_prev: Maps = {}
-        self.tracker = ImportanceTracker(self.beta, "weight_grad", True, platon_beta=self.beta)
+        self.tracker = ImportanceTracker(self.params.beta, "weight_grad", True, platon_beta=self.params.beta)
 
-    def before_task(self, ctx) -> None:
+    def before_stage(self, ctx) -> None:
         self.tracked = ctx.backbone.trainable_parameters()
         self.tracker.reset()
 
     def after_backward(self, ctx) -> None:
         self.tracker.update(self.tracked)
 
-    def after_task(self, ctx) -> None:
+    def after_stage(self, ctx) -> None:
         theta_new = snapshot(self.tracked)
         score = self.tracker.score
-        if self.variant == "ours":
-            current = minmax_normalized(pool_units(score, self.granularity))
+        if self.params.variant == "ours":
+            current = minmax_normalized(pool_units(score, self.params.granularity))
         else:
-            current = tensor_scores(score) if self.variant == "paper_code" else rank1_scores(score)
+            current = tensor_scores(score) if self.params.variant == "paper_code" else rank1_scores(score)
         if self.past is not None:
-            if self.variant == "paper_code":
-                fused = consolidate_tensors(self.theta_prev, theta_new, self.past, current, self.top_fraction)
-            elif self.variant == "tas_lora":
-                fused = consolidate_rank1(self.theta_prev, theta_new, _minmax(self.past), current, self.tau)
+            if self.params.variant == "paper_code":
+                fused = consolidate_tensors(self.theta_prev, theta_new, self.past, current, self.params.top_fraction)
+            elif self.params.variant == "tas_lora":
+                fused = consolidate_rank1(self.theta_prev, theta_new, _minmax(self.past), current, self.params.tau)
             else:
-                fused = consolidate(self.theta_prev, theta_new, self.past, current, self.top_fraction)
+                fused = consolidate(self.theta_prev, theta_new, self.past, current, self.params.top_fraction)
             assign_(self.tracked, fused)
-            if self.variant == "ours":
-                self.past = {n: self.gamma * self.past[n] + (1 - self.gamma) * current[n] for n in current}
+            if self.params.variant == "ours":
+                self.past = {n: self.params.gamma * self.past[n] + (1 - self.params.gamma) * current[n] for n in current}
             else:
-                self.past = accumulate(_minmax(self.past), current, self.gamma)
+                self.past = accumulate(_minmax(self.past), current, self.params.gamma)
         else:
             self.past = current
         self.theta_prev = snapshot(self.tracked)

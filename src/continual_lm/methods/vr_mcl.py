@@ -14,10 +14,12 @@ No LM port exists publicly; our choices: first-order meta-gradients (no second d
 step), one inner step, the memory shared with ``replay`` (2% class-balanced), r = 0.5, α = the training LR."""
 from __future__ import annotations
 
+from pydantic import Field
+
 import torch
 
 from ..data.task import Example
-from .base import Method, register
+from .base import Count, Method, MethodParams, Real, register
 from .memory import ReplayMemory
 from ..models.weights import snapshot
 
@@ -26,22 +28,25 @@ from ..models.weights import snapshot
 class VRMCL(Method):
     name = "vr_mcl"
     description = "VR-MCL (Wu et al., ICLR 2024): replay meta-gradients with variance reduction (first-order LM port)."
-    defaults = {"memory_fraction": 0.02, "replay_batch_size": None, "momentum_r": 0.5, "inner_lr": None}
-    bounds = {"memory_fraction": "[0, 1]", "replay_batch_size": "[1, inf) int", "momentum_r": "[0, 1]",
-              "inner_lr": "(0, inf)"}
+
+    class Params(MethodParams):
+        memory_fraction: Real = Field(0.02, ge=0, le=1, description="share of each task's training data kept")
+        replay_batch_size: Count | None = Field(None, ge=1, description="memory examples per step (None: batch size)")
+        momentum_r: Real = Field(0.5, ge=0, le=1, description="r of the variance-reduced estimate")
+        inner_lr: Real | None = Field(None, gt=0, description="α of the inner step (None: the training lr)")
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
-        self.memory = ReplayMemory(self.memory_fraction, ctx.config.seed)
+        self.memory = ReplayMemory(self.params.memory_fraction, ctx.config.seed)
         self.prev_params: dict[str, torch.Tensor] | None = None
         self.prev_estimate: dict[str, torch.Tensor] | None = None
 
-    def before_task(self, ctx) -> None:
-        self.params = ctx.backbone.trainable_parameters()
+    def before_stage(self, ctx) -> None:
+        self.tracked = ctx.backbone.trainable_parameters()
 
     def loss(self, ctx, examples: list[Example]) -> torch.Tensor:
         self.batch = examples
-        self.replayed = self.memory.sample(self.replay_batch_size or len(examples), ctx.rng)
+        self.replayed = self.memory.sample(self.params.replay_batch_size or len(examples), ctx.rng)
         return ctx.backbone.loss(examples)
 
     def _meta_gradient(self, ctx, at: dict[str, torch.Tensor], inner_grad: dict[str, torch.Tensor] | None = None
@@ -49,40 +54,40 @@ class VRMCL(Method):
         """First-order meta-gradient from the weights ``at``: inner step on the batch, then grad on batch ∪ memory.
 
         ``inner_grad``: the batch gradient at ``at`` when it is already known (the loop's own backward)."""
-        alpha = self.inner_lr or ctx.config.training.lr
+        alpha = self.params.inner_lr or ctx.config.training.lr
         backbone = ctx.backbone
         with torch.no_grad():
-            for n, p in self.params.items():
+            for n, p in self.tracked.items():
                 p.copy_(at[n])
         if inner_grad is None:
             backbone.model.zero_grad(set_to_none=True)
             backbone.loss(self.batch).backward()
-            inner_grad = {n: p.grad for n, p in self.params.items() if p.grad is not None}
+            inner_grad = {n: p.grad for n, p in self.tracked.items() if p.grad is not None}
         with torch.no_grad():
-            for n, p in self.params.items():
+            for n, p in self.tracked.items():
                 if n in inner_grad:
                     p.sub_(alpha * inner_grad[n])
         backbone.model.zero_grad(set_to_none=True)
         backbone.loss(self.batch + self.replayed).backward()
-        return {n: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)) for n, p in self.params.items()}
+        return {n: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)) for n, p in self.tracked.items()}
 
     def after_backward(self, ctx) -> None:
         if not self.replayed:  # first task: plain gradient
             return
-        current = snapshot(self.params)
-        loop_grad = {n: p.grad.detach().clone() for n, p in self.params.items() if p.grad is not None}
+        current = snapshot(self.tracked)
+        loop_grad = {n: p.grad.detach().clone() for n, p in self.tracked.items() if p.grad is not None}
         g_now = self._meta_gradient(ctx, current, loop_grad)
         if self.prev_estimate is not None and self.prev_params is not None:
             g_prev = self._meta_gradient(ctx, self.prev_params)
-            estimate = {n: g_now[n] + (1 - self.momentum_r) * (self.prev_estimate[n] - g_prev[n]) for n in g_now}
+            estimate = {n: g_now[n] + (1 - self.params.momentum_r) * (self.prev_estimate[n] - g_prev[n]) for n in g_now}
         else:
             estimate = g_now
         with torch.no_grad():
-            for n, p in self.params.items():
+            for n, p in self.tracked.items():
                 p.copy_(current[n])
                 p.grad = estimate[n].clone()
         self.prev_params, self.prev_estimate = current, estimate
 
-    def after_task(self, ctx) -> None:
+    def after_stage(self, ctx) -> None:
         self.memory.add_task(ctx.task)
         self.prev_params = self.prev_estimate = None  # parameter sets may change between tasks

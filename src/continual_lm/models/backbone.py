@@ -98,10 +98,6 @@ class Backbone(ABC):
     def ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def save(self, path: str | Path) -> None:
-        self.model.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
-
     # ---------------------------------------------------------------- interface
     @abstractmethod
     def loss(self, examples: list[Example]) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Saving and loading trainable weights, and the effective weight matrices of a (possibly LoRA) model."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -64,6 +65,21 @@ def assign_(params: Mapping[str, torch.Tensor], values: Mapping[str, torch.Tenso
                 p.copy_(values[n])
 
 
+@contextmanager
+def trainable_as(backbone: Backbone, params: Mapping[str, nn.Parameter]) -> Iterator[None]:
+    """Inside: exactly ``params`` of the backbone's model are trainable (e.g. to take gradients of frozen weights);
+    every parameter's ``requires_grad`` is restored on leaving."""
+    was = {n: p.requires_grad for n, p in backbone.model.named_parameters()}
+    chosen = {id(p) for p in params.values()}
+    try:
+        for p in backbone.model.parameters():
+            p.requires_grad_(id(p) in chosen)
+        yield
+    finally:
+        for n, p in backbone.model.named_parameters():
+            p.requires_grad_(was[n])
+
+
 def flat_weights(backbone: Backbone) -> dict[str, torch.Tensor]:
     return snapshot(tracked_parameters(backbone))
 
@@ -89,3 +105,14 @@ def effective_matrices(backbone: Backbone) -> dict[str, torch.Tensor]:
             w = module.weight.detach().clone()
             out[_clean(name)] = w.T if isinstance(module, Conv1D) else w
     return out
+
+
+def top_subspace(matrix: torch.Tensor, energy: float = 0.99) -> torch.Tensor:
+    """The left singular vectors of ``matrix`` (e.g. a weight update) that carry ``energy`` of its squared spectrum:
+    the update's main directions (gradient projection records them; the update-angle analysis compares them)."""
+    u, s, _ = torch.linalg.svd(matrix.double(), full_matrices=False)
+    power = s.pow(2)
+    if power.sum() == 0:
+        return u[:, :0]
+    k = int(torch.searchsorted(power.cumsum(0) / power.sum(), torch.tensor(energy, dtype=power.dtype)).item()) + 1
+    return u[:, : min(k, u.shape[1])]

@@ -4,29 +4,36 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..evaluation.metrics import average_performance, forgetting, learning_accuracy
+from .run_folder import RunRecord
+
+
+METRIC_KEYS = ("op", "bwt", "fwt", "la", "f", "ap")  # the columns of the comparison tables, in order
 
 
 def _fmt(x: float | None) -> str:
     return "–" if x is None else f"{x:.1f}"
 
 
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A markdown table: one header row, then one line per row (cells already formatted)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
 def matrix_table(tasks: list[str], stages: list[str], acc_matrix: list[list[float | None]],
                  initial: list[float]) -> str:
-    lines = ["| after \\ on | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|",
-             "| (initial) | " + " | ".join(_fmt(x) for x in initial) + " |"]
-    lines += [f"| {s} | " + " | ".join(_fmt(x) for x in row) + " |" for s, row in zip(stages, acc_matrix)]
-    return "\n".join(lines)
+    rows = [["(initial)", *map(_fmt, initial)]] + [[s, *map(_fmt, row)] for s, row in zip(stages, acc_matrix)]
+    return markdown_table(["after \\ on", *tasks], rows)
 
 
-def run_report(name: str, method: str, metrics: dict) -> str:
+def run_report(record: RunRecord) -> str:
     return "\n".join([
-        f"# {name} — {method}", "",
-        f"OP **{_fmt(metrics['op'])}** · BWT **{_fmt(metrics['bwt'])}** · FWT **{_fmt(metrics['fwt'])}** · "
-        f"LA **{_fmt(metrics.get('la'))}** · F **{_fmt(metrics.get('f'))}** · AP **{_fmt(metrics.get('ap'))}** · "
-        f"{metrics['seconds']:.0f} s", "",
+        f"# {record.name} — {record.method}", "",
+        f"OP **{_fmt(record.op)}** · BWT **{_fmt(record.bwt)}** · FWT **{_fmt(record.fwt)}** · "
+        f"LA **{_fmt(record.la)}** · F **{_fmt(record.f)}** · AP **{_fmt(record.ap)}** · {record.seconds:.0f} s", "",
         "Accuracy matrix (%): row = after training on that stage, column = evaluated task.", "",
-        matrix_table(metrics["tasks"], metrics["stages"], metrics["acc_matrix"], metrics["initial"]), "",
-        *forgetting_table(metrics.get("forgetting")),
+        matrix_table(record.tasks, record.stages, record.acc_matrix, record.initial), "",
+        *forgetting_table(record.forgetting),
     ])
 
 
@@ -34,40 +41,41 @@ def forgetting_table(rows: list[dict] | None) -> list[str]:
     """The forgetting decomposition: how much of each old task's drop a short recovery brings back."""
     if not rows:
         return []
-    out = ["Forgetting decomposition (recoverable = brought back by a short fine-tuning on a few training "
-           "examples; spurious share = recoverable / drop):", "",
-           "| task | after own training | final | drop | recovered | recoverable | spurious share |",
-           "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        share = "–" if r["spurious_share"] is None else f"{100 * r['spurious_share']:.0f}%"
-        out.append(f"| {r['task_index']} | {_fmt(r['after_own_training'])} | {_fmt(r['final'])} | {_fmt(r['drop'])} | "
-                   f"{_fmt(r['recovered'])} | {_fmt(r['recoverable'])} | {share} |")
-    return out + [""]
+    table = markdown_table(
+        ["task", "after own training", "final", "drop", "recovered", "recoverable", "spurious share"],
+        [[r["task_index"], *(_fmt(r[k]) for k in ("after_own_training", "final", "drop", "recovered", "recoverable")),
+          "–" if r["spurious_share"] is None else f"{100 * r['spurious_share']:.0f}%"] for r in rows])
+    return ["Forgetting decomposition (recoverable = brought back by a short fine-tuning on a few training "
+            "examples; spurious share = recoverable / drop):", "", table, ""]
 
 
-def summary_row(run: str, metrics: dict) -> dict:
-    """One run's line in the comparison tables, from its metrics (metrics.json or RunResult.to_json() + method).
-    LA, F and AP are recomputed from the matrix so that runs written before they were recorded compare too."""
-    acc = metrics["acc_matrix"]
-    return {"run": run, "method": metrics["method"], "op": metrics["op"], "bwt": metrics["bwt"],
-            "fwt": metrics["fwt"], "la": learning_accuracy(acc), "f": forgetting(acc), "ap": average_performance(acc),
-            "seconds": metrics["seconds"]}
+def summary_row(run: str, record: RunRecord) -> dict:
+    """One run's line in the comparison tables. LA, F and AP are recomputed from the matrix so that runs written
+    before they were recorded compare too."""
+    acc = record.acc_matrix
+    return {"run": run, "method": record.method, "op": record.op, "bwt": record.bwt, "fwt": record.fwt,
+            "la": learning_accuracy(acc), "f": forgetting(acc), "ap": average_performance(acc),
+            "seconds": record.seconds}
 
 
 def comparison_table(rows: list[dict]) -> str:
     """rows: summary_row(...) per run -> a markdown table."""
-    out = ["| run | method | OP | BWT | FWT | LA | F | AP | seconds |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        out.append(f"| {r['run']} | {r['method']} | {_fmt(r['op'])} | {_fmt(r['bwt'])} | {_fmt(r['fwt'])} | "
-                   f"{_fmt(r['la'])} | {_fmt(r['f'])} | {_fmt(r['ap'])} | {r['seconds']:.0f} |")
-    return "\n".join(out)
+    return markdown_table(["run", "method", "OP", "BWT", "FWT", "LA", "F", "AP", "seconds"],
+                          [[r["run"], r["method"], *(_fmt(r[k]) for k in METRIC_KEYS), f"{r['seconds']:.0f}"]
+                           for r in rows])
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display is needed or used)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
 
 
 def plot_matrix(path: Path, tasks: list[str], stages: list[str], acc_matrix: list[list[float | None]],
                 title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(tasks), 1.0 + 0.6 * len(stages)))
     values = [[float("nan") if v is None else v for v in row] for row in acc_matrix]  # blank: not evaluated
@@ -98,7 +106,7 @@ def _mean_std(values: list[float]) -> tuple[float, float] | None:
 
 def aggregate_by_method(rows: list[dict]) -> dict[str, dict]:
     """rows: summary_row(...) per run -> per method mean/std of each (runs in order seen)."""
-    keys = ("op", "bwt", "fwt", "la", "f", "ap", "seconds")
+    keys = (*METRIC_KEYS, "seconds")
     out: dict[str, dict] = {}
     for r in rows:
         out.setdefault(r["method"], {"runs": 0, **{k: [] for k in keys}})
@@ -148,18 +156,13 @@ def paired_table(diffs: dict[str, dict], baseline: str) -> str:
     def cell(x):
         return "–" if x is None else f"{x['mean']:+.1f}" + ("" if x["se"] is None else f" ± {x['se']:.1f}")
     keys = [k for k in next(iter(diffs.values()), {}) if k != "cells"]
-    out = ["| method | cells | " + " | ".join(f"{k.upper()} − {baseline}" for k in keys) + " |",
-           "|---|---|" + "---|" * len(keys)]
-    for name, d in diffs.items():
-        out.append(f"| {name} | {d['cells']} | " + " | ".join(cell(d[k]) for k in keys) + " |")
-    return "\n".join(out)
+    return markdown_table(["method", "cells", *(f"{k.upper()} − {baseline}" for k in keys)],
+                          [[name, d["cells"], *(cell(d[k]) for k in keys)] for name, d in diffs.items()])
 
 
 def method_table(per_method: dict[str, dict]) -> str:
     def cell(x):
         return "–" if x is None else f"{x['mean']:.1f} ± {x['std']:.1f}"
-    out = ["| method | runs | OP | BWT | FWT | LA | F | AP | seconds / run |", "|---|---|---|---|---|---|---|---|---|"]
-    for name, s in per_method.items():
-        out.append(f"| {name} | {s['runs']} | {cell(s['op'])} | {cell(s['bwt'])} | {cell(s['fwt'])} | "
-                   f"{cell(s['la'])} | {cell(s.get('f'))} | {cell(s.get('ap'))} | {s['seconds']['mean']:.0f} |")
-    return "\n".join(out)
+    return markdown_table(["method", "runs", "OP", "BWT", "FWT", "LA", "F", "AP", "seconds / run"],
+                          [[name, s["runs"], *(cell(s.get(k)) for k in METRIC_KEYS), f"{s['seconds']['mean']:.0f}"]
+                           for name, s in per_method.items()])

@@ -1,16 +1,22 @@
-"""A run's folder: config.yaml, log.jsonl, metrics.json, report.md, acc_matrix.png.
+"""A run's folder, written and read in one place: config.yaml, log.jsonl, metrics.json (a ``RunRecord``), report.md,
+acc_matrix.png and checkpoints/<stage>/step<N>.safetensors (or end.safetensors).
 
-metrics.json is written last and atomically; a folder that holds one is a finished run and is never
-written into again, so a crash in a later run cannot corrupt it."""
+metrics.json is written last and atomically; a folder that holds one is a finished run and is never written into
+again, so a crash in a later run cannot corrupt it."""
 from __future__ import annotations
 
 import json
 import os
 import tempfile
 import time
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
-from ..errors import ConfigError
+import yaml
+
+from ..errors import ConfigError, DataError
+
+CHECKPOINTS = "checkpoints"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -32,10 +38,96 @@ def default_run_dir(name: str, root: str | Path = "runs") -> Path:
     return Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def checkpoint_path(folder: Path, stage: str, step: int | str) -> Path:
+    """Where a stage's checkpoint lives: <run>/checkpoints/<stage>/step<N>.safetensors, or end.safetensors."""
+    name = "end" if step == "end" else f"step{step}"
+    return Path(folder) / CHECKPOINTS / stage / f"{name}.safetensors"
+
+
+def checkpoint_steps(folder: Path, stage: str) -> list[int | str]:
+    """The checkpointed steps of a stage, in order, "end" last."""
+    root = Path(folder) / CHECKPOINTS / stage
+    if not root.is_dir():
+        raise DataError(f"{root}: no checkpoints for stage {stage!r}")
+    steps: list[int | str] = sorted(int(p.stem[4:]) for p in root.glob("step*.safetensors"))
+    return steps + (["end"] if (root / "end.safetensors").exists() else [])
+
+
+@dataclass
+class RunRecord:
+    """metrics.json: what a finished run measured."""
+    method: str
+    tasks: list[str]
+    acc_matrix: list[list[float | None]]
+    op: float | None
+    bwt: float | None
+    fwt: float | None
+    seconds: float
+    stages: list[str] = field(default_factory=list)
+    initial: list[float] = field(default_factory=list)
+    name: str = ""
+    la: float | None = None
+    f: float | None = None
+    ap: float | None = None
+    curve: dict = field(default_factory=dict)
+    method_report: dict = field(default_factory=dict)
+    processes: int = 1
+    forgetting: list[dict] | None = None       # the forgetting decomposition, when the run made one
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        if data["forgetting"] is None:
+            del data["forgetting"]
+        return data
+
+    @classmethod
+    def read(cls, folder: str | Path) -> "RunRecord":
+        """The record of a finished run (a one-line DataError for an unfinished run or a malformed file)."""
+        path = Path(folder) / "metrics.json"
+        if not path.exists():
+            raise DataError(f"{folder}: not a finished run (no metrics.json)")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        if not isinstance(data, dict):
+            raise DataError(f"{path}: expected a JSON object")
+        known = {f.name for f in fields(cls)}
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        for key in required:
+            if key not in data:
+                raise DataError(f"{path}: missing key {key!r}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def read_config(folder: str | Path) -> dict:
+    """A run's config.yaml as a mapping (validate it with ``config.parse_config``)."""
+    path = Path(folder) / "config.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the run's config ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise DataError(f"{path}: malformed YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a mapping")
+    return data
+
+
+def run_seed(folder: str | Path) -> int:
+    data = read_config(folder)
+    try:
+        return int(data["seed"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{Path(folder) / 'config.yaml'}: cannot read the run's seed ({type(e).__name__}: {e})") from None
+
+
 class RunFolder:
+    """The writer of a run's folder (only the main process writes: ``enabled`` is False on the others)."""
+
     def __init__(self, path: str | Path, enabled: bool = True):
         self.path = Path(path)
-        self.enabled = enabled  # False on non-main processes: only one process writes
+        self.enabled = enabled
         if not enabled:
             return
         if (self.path / "metrics.json").exists():
@@ -52,11 +144,14 @@ class RunFolder:
             self._log.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
             self._log.flush()
 
-    def finish(self, metrics: dict, report_md: str, plot) -> None:
+    def checkpoint_path(self, stage: str, step: int | str) -> Path:
+        return checkpoint_path(self.path, stage, step)
+
+    def finish(self, record: RunRecord, report_md: str, plot) -> None:
         """Write report and plot, then metrics.json last: its presence marks the run finished."""
         if not self.enabled:
             return
         self.write_text("report.md", report_md)
         plot(self.path / "acc_matrix.png")
-        write_json(self.path / "metrics.json", metrics)
+        write_json(self.path / "metrics.json", record.to_json())
         self._log.close()

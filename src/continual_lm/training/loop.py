@@ -1,12 +1,15 @@
-"""The training loop: one per run, readable top to bottom. Methods hook into it; they never fork it."""
+"""The training loop, readable top to bottom: ``train_stage`` trains one stage (optimiser, schedule, batches,
+accumulation, hooks, early stop); ``run_sequence`` runs a whole task sequence around it (initial evaluation,
+accuracy rows, the spurious-forgetting curve, checkpoints, the result); ``finetune`` is plain training of a backbone
+on some examples (pre-training, recovery). Methods hook into the loop; they never fork it."""
 from __future__ import annotations
 
 import math
 import random
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -19,10 +22,10 @@ from ..data.task import Example, Task
 from ..errors import DataError
 from ..evaluation.evaluate import evaluate_task
 from ..evaluation.metrics import summarize
-from ..methods import Method, create_method
+from ..methods import Method, Stage
+from ..methods.context import TrainContext
 from ..models.backbone import Backbone
 from ..models.weights import save_checkpoint
-from .context import TrainContext
 
 
 @dataclass
@@ -44,12 +47,6 @@ class RunResult:
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
-
-
-def checkpoint_path(root: Path, stage: str, step: int | str) -> Path:
-    """Where a stage's checkpoint lives: <root>/<stage>/step<N>.safetensors, or end.safetensors."""
-    name = "end" if step == "end" else f"step{step}"
-    return Path(root) / stage / f"{name}.safetensors"
 
 
 def seed_everything(seed: int) -> None:
@@ -94,23 +91,66 @@ def evaluate_all(backbone: Backbone, tasks: list[Task], cfg: ExperimentConfig,
             if upto is None or i <= upto else None for i, task in enumerate(tasks)]
 
 
-def train_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone, method: Method | None = None,
-                   log=lambda record: None, accelerator: Accelerator | None = None,
-                   evaluate: bool = True, checkpoint_dir: Path | None = None) -> RunResult:
+def train_stage(ctx: TrainContext, method: Method, stage: Stage, settings: TrainSettings, seed: int,
+                before_step: Callable[[int], None] = lambda step: None) -> float:
+    """Train one stage; returns its training seconds (``before_step``'s own time — checkpoints, curve points —
+    excluded). ``ctx.stage_index`` and ``ctx.stage_task_indices`` are set by the caller."""
+    accelerator, backbone = ctx.accelerator, ctx.backbone
+    ctx.step, ctx.stop, ctx.settings = 0, False, settings
+    method.before_stage(ctx)
+    examples = method.stage_examples(ctx, stage)
+    ctx.params = [p for p in backbone.model.parameters() if p.requires_grad]
+    ctx.optimizer = accelerator.prepare(torch.optim.AdamW(ctx.params, lr=settings.lr, weight_decay=settings.weight_decay))
+    ctx.total_steps = steps_for(settings, len(examples), accelerator.num_processes)
+    scheduler = get_scheduler(settings.schedule, ctx.optimizer, num_warmup_steps=settings.warmup_for(ctx.total_steps),
+                              num_training_steps=ctx.total_steps)
+    data = batches(examples, settings.batch_size, seed, accelerator)
+    backbone.model.train()
+    started, outside = time.time(), 0.0
+    bar = tqdm(range(ctx.total_steps), desc=f"[{ctx.stage_index + 1}] {stage.name}", mininterval=1.0, leave=False,
+               disable=not accelerator.is_main_process)
+    for step in bar:
+        t0 = time.time()
+        before_step(step)
+        outside += time.time() - t0
+        total = 0.0
+        for _ in range(settings.grad_accum):
+            loss = method.loss(ctx, next(data)) / settings.grad_accum
+            accelerator.backward(loss)
+            total += loss.item()
+        method.after_backward(ctx)
+        ctx.optimizer_step()
+        scheduler.step()
+        ctx.step += 1
+        method.after_step(ctx)
+        if step % ctx.config.log_every == 0 or step == ctx.total_steps - 1:
+            ctx.log({"event": "train", "stage": stage.name, "step": step, "loss": round(total, 5)})
+            bar.set_postfix(loss=f"{total:.3f}")
+        if ctx.stop:
+            ctx.log({"event": "early_stop", "stage": stage.name, "step": ctx.step})
+            break
+    bar.close()
+    method.after_stage(ctx)
+    return time.time() - started - outside
+
+
+def run_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone, method: Method,
+                 log: Callable[[dict], None] = lambda record: None, accelerator: Accelerator | None = None,
+                 checkpoint_path: Callable[[str, int | str], Path] | None = None) -> RunResult:
     """Train ``backbone`` on ``tasks`` in order with ``method``; evaluate every task after each stage.
 
-    ``evaluate=False`` (language-model pre-training) skips every evaluation and returns no metrics.
-    ``checkpoint_dir``: where to save the trainable weights at ``cfg.checkpoint_steps`` and each stage's end."""
+    ``checkpoint_path(stage, step)``: where to save the trainable weights at ``cfg.checkpoint_steps`` and at each
+    stage's end (``step`` = "end"); None saves nothing."""
     started = time.time()
     seed_everything(cfg.seed)
     accelerator = accelerator or make_accelerator()
-    method = method or create_method(cfg.method.name, cfg.resolved_method_params())
     backbone.forward_model = accelerator.prepare(backbone.model)
     ctx = TrainContext(cfg, backbone, accelerator, tasks, log, random.Random(f"{cfg.seed}:method"))
     method.setup(ctx)
-    show = accelerator.is_main_process
+    main_process = accelerator.is_main_process
+    saving = checkpoint_path is not None and bool(cfg.checkpoint_steps) and main_process
 
-    initial = evaluate_all(backbone, tasks, cfg) if evaluate else []
+    initial = evaluate_all(backbone, tasks, cfg)
     log({"event": "initial", "scores": dict(zip([t.name for t in tasks], initial))})
     acc_matrix: list[list[float | None]] = []
     seen = -1  # the highest task index trained so far
@@ -119,71 +159,47 @@ def train_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone,
     for stage_index, stage in enumerate(stages):
         if not stage.examples:
             raise DataError(f"stage {stage.name!r}: no training examples")
-        ctx.task_index, ctx.stage_task_indices, ctx.step, ctx.stop = stage_index, stage.task_indices, 0, False
-        method.before_task(ctx)
-        examples = method.stage_examples(ctx, stage)
-        train = cfg.training.for_task(stage.name)
-        params = [p for p in backbone.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
-        ctx.optimizer = accelerator.prepare(optimizer)
-        ctx.total_steps = steps_for(train, len(examples), accelerator.num_processes)
-        scheduler = get_scheduler(train.schedule, ctx.optimizer, num_warmup_steps=train.warmup_for(ctx.total_steps),
-                                  num_training_steps=ctx.total_steps)
-        data = batches(examples, train.batch_size, cfg.seed * 1000 + stage_index, accelerator)
+        ctx.stage_index, ctx.stage_task_indices = stage_index, stage.task_indices
         # The "spurious forgetting curve": the first task's score at chosen steps of later stages.
-        watch = evaluate and stage_index > 0 and bool(cfg.curve_steps)
+        watch = stage_index > 0 and bool(cfg.curve_steps)
         points: dict[str, float] = {}
-        backbone.model.train()
-        stage_started, eval_seconds = time.time(), 0.0
-        bar = tqdm(range(ctx.total_steps), desc=f"[{stage_index + 1}/{len(stages)}] {stage.name}", disable=not show,
-                   mininterval=1.0, leave=False)
-        for step in bar:
-            if checkpoint_dir and step in cfg.checkpoint_steps and show:
-                save_checkpoint(backbone, checkpoint_path(checkpoint_dir, stage.name, step))
+
+        def before_step(step: int, stage: Stage = stage, watch: bool = watch, points: dict = points) -> None:
+            if saving and step in cfg.checkpoint_steps:
+                save_checkpoint(backbone, checkpoint_path(stage.name, step))  # type: ignore[misc]
             if watch and step in cfg.curve_steps:
-                t0 = time.time()
                 points[str(step)] = evaluate_all(backbone, tasks[:1], cfg)[0]
-                eval_seconds += time.time() - t0
-            total = 0.0
-            for _ in range(train.grad_accum):
-                loss = method.loss(ctx, next(data)) / train.grad_accum
-                accelerator.backward(loss)
-                total += loss.item()
-            method.after_backward(ctx)
-            if train.max_grad_norm:
-                accelerator.clip_grad_norm_(params, train.max_grad_norm)
-            ctx.optimizer.step()
-            scheduler.step()
-            ctx.optimizer.zero_grad(set_to_none=True)
-            ctx.step += 1
-            ctx.global_step += 1
-            method.after_step(ctx)
-            if step % cfg.log_every == 0 or step == ctx.total_steps - 1:
-                log({"event": "train", "stage": stage.name, "step": step, "loss": round(total, 5)})
-                bar.set_postfix(loss=f"{total:.3f}")
-            if ctx.stop:
-                log({"event": "early_stop", "stage": stage.name, "step": ctx.step})
-                break
-        bar.close()
-        method.after_task(ctx)
-        if checkpoint_dir and cfg.checkpoint_steps and show:
-            save_checkpoint(backbone, checkpoint_path(checkpoint_dir, stage.name, "end"))
-        log({"event": "stage_end", "stage": stage.name, "steps": ctx.step,
-             "train_seconds": round(time.time() - stage_started - eval_seconds, 3)})
-        if not evaluate:
-            continue
+
+        seconds = train_stage(ctx, method, stage, cfg.training.for_task(stage.name), cfg.seed * 1000 + stage_index,
+                              before_step)
+        if saving:
+            save_checkpoint(backbone, checkpoint_path(stage.name, "end"))  # type: ignore[misc]
+        log({"event": "stage_end", "stage": stage.name, "steps": ctx.step, "train_seconds": round(seconds, 3)})
         seen = max(seen, *stage.task_indices)
         row = evaluate_all(backbone, tasks, cfg, seen + 1 if cfg.training.eval_tasks == "seen_and_next" else None)
         acc_matrix.append(row)
         if watch:
             curve[stage.name] = {**points, "end": row[0]}
         log({"event": "eval", "stage": stage.name, "scores": dict(zip([t.name for t in tasks], row))})
-        if show:
+        if main_process:
             tqdm.write(f"after {stage.name}: "
                        + "  ".join(f"{t.name}={s:.1f}" for t, s in zip(tasks, row) if s is not None))
 
-    metrics = summarize(acc_matrix, initial) if evaluate else dict.fromkeys(("op", "bwt", "fwt", "la", "f", "ap"))
     return RunResult(tasks=[t.name for t in tasks], stages=[s.name for s in stages], acc_matrix=acc_matrix,
                      initial=initial, seconds=round(time.time() - started, 2), curve=curve,
-                     method_report=method.report(), processes=accelerator.num_processes, **metrics)
+                     method_report=method.report(), processes=accelerator.num_processes,
+                     **summarize(acc_matrix, initial))
 
+
+def finetune(cfg: ExperimentConfig, backbone: Backbone, examples: list[Example], settings: TrainSettings,
+             log: Callable[[dict], None] = lambda record: None, accelerator: Accelerator | None = None,
+             name: str = "finetune") -> float:
+    """Plain training of ``backbone`` on ``examples`` with ``settings`` (language-model pre-training, recovery), seeded
+    by ``cfg.seed`` exactly as a run's first stage; returns the training seconds."""
+    seed_everything(cfg.seed)
+    accelerator = accelerator or make_accelerator()
+    backbone.forward_model = accelerator.prepare(backbone.model)
+    task = Task(name, examples, [])
+    ctx = TrainContext(cfg, backbone, accelerator, [task], log, random.Random(f"{cfg.seed}:method"))
+    ctx.stage_index, ctx.stage_task_indices = 0, [0]
+    return train_stage(ctx, Method(), Stage(name, [0], examples), settings, cfg.seed * 1000)

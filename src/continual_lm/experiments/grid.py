@@ -1,0 +1,273 @@
+"""Grids of runs — one config, the axes {method, order, seed} and overrides — and their summaries.
+
+Every comparison of the toolkit is a grid: the default experiment (methods, one seed), the Biography benchmarks
+(methods × seeds), Standard CL and Long Sequence (methods × orders × seeds). A grid
+
+- runs each cell into an ordinary run folder (``--runs DIR``), and rewrites its results file after every run, so an
+  interrupted grid keeps what it finished;
+- resumes (``resume=True``): the cells the results file already holds are skipped;
+- merges: results files of grids run apart (other orders, seeds or methods, in parallel processes) pool into one,
+  when their settings agree — an (order, seed) cell that lacks a method is left out, so every method is averaged over
+  the same cells;
+- summarises: per method mean ± std of OP / BWT / FWT / LA / F / AP, each method's difference from ``seq`` on the same
+  cell (mean ± standard error), and for two-task runs with a curve (Biography) Task 0 / Task 1 and the curve.
+
+A method entry is a registered name or NAME:VARIANT (``recurrent_kif:reference_code``); the entry labels its runs.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import ExperimentConfig, apply_override, parse_config
+from ..errors import ConfigError, DataError
+from ..methods import split_method_spec
+from ..reporting.report import (PAIRED_KEYS, aggregate_by_method, markdown_table, method_table, paired_differences,
+                                paired_table, summary_row)
+from ..reporting.run_folder import RunRecord, atomic_write_text, write_json
+from .runner import configured_method, run_experiment
+
+# Not part of a grid's pooled setting: the axes, the run name, the threads, where the data lives on this machine.
+NOT_POOLED = ("name", "seed", "method", "data.order", "data.data_dir", "training.num_threads")
+
+
+@dataclass
+class Grid:
+    base: dict                       # the config, as a mapping
+    source: str                      # where it came from (a file name), for the results' setting
+    methods: list[str]
+    seeds: list[int]
+    orders: list[int] | None = None  # None: the config's own task order (no order axis)
+    overrides: list[str] = field(default_factory=list)
+    threads: int | None = None
+
+    def cells(self) -> list[tuple[int | None, int, str]]:
+        return [(o, s, m) for o in (self.orders or [None]) for s in self.seeds for m in self.methods]
+
+    def config(self, order: int | None, seed: int, method: str) -> ExperimentConfig:
+        data = json.loads(json.dumps(self.base))
+        name, params = split_method_spec(method)
+        items = [*self.overrides, f"seed={seed}", f"method.name={name}"]
+        if name != (self.base.get("method") or {}).get("name", "seq"):
+            items.append("method.params={}")  # the config's method.params belong to its own method
+        items += [f"method.params.{k}={json.dumps(v)}" for k, v in params.items()]
+        if order is not None:
+            items.append(f"data.order={order}")
+        if self.threads:
+            items.append(f"training.num_threads={self.threads}")
+        for item in items:
+            apply_override(data, item)
+        data["name"] = f"{self.base.get('name', 'grid')}-{label(order, seed, method)}"
+        return parse_config(data, self.source)
+
+    def setting(self) -> dict:
+        """What must agree for results to pool: the config a cell resolves to, less the axes."""
+        resolved = self.config(*self.cells()[0]).model_dump(mode="json")
+        for key in NOT_POOLED:
+            node, *rest = key.split(".")
+            if rest:
+                resolved.get(node, {}).pop(rest[0], None)
+            else:
+                resolved.pop(node, None)
+        return {"config": Path(self.source).name, "overrides": list(self.overrides), "resolved": resolved}
+
+
+def folder_safe(method: str) -> str:
+    """A method entry as a folder name: ``recurrent_kif:reference_code`` → recurrent_kif-reference_code,
+    ``task_vector(alpha=0.2)`` → task_vector-alpha0.2."""
+    return "".join(c for c in method.replace(":", "-").replace("(", "-").replace(",", "-") if c not in ")= ")
+
+
+def label(order: int | None, seed: int, method: str) -> str:
+    return ("" if order is None else f"order{order}-") + f"seed{seed}-{folder_safe(method)}"
+
+
+def cell_key(row: dict) -> tuple:
+    return row.get("order"), row["seed"], row["method"]
+
+
+def grid_from_file(path: str | Path, methods: list[str], seeds: list[int], orders: list[int] | None = None,
+                   overrides: list[str] | None = None, threads: int | None = None) -> Grid:
+    import yaml
+    path = Path(path)
+    try:
+        base = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: malformed YAML: {str(e).splitlines()[0]}") from None
+    return Grid(base, str(path), methods, seeds, orders, list(overrides or []), threads)
+
+
+def grid_from_config(cfg: ExperimentConfig, methods: list[str], seeds: list[int] | None = None, **kw) -> Grid:
+    return Grid(cfg.model_dump(mode="json"), cfg.name, methods, seeds or [cfg.seed], **kw)
+
+
+def environment() -> dict:
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(), "cuda": torch.cuda.is_available(),
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+# ---------------------------------------------------------------------------- results files
+
+def read_results(path: Path, setting: dict | None = None) -> tuple[dict, list[dict]]:
+    """(setting, runs) of a results file; with ``setting``, one that differs is refused (one line)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        theirs, runs = data["setting"], data["runs"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: not a grid results file ({type(e).__name__}: {e})") from None
+    if setting is not None:
+        if theirs.get("resolved") != setting.get("resolved"):
+            mine, other = setting.get("resolved") or {}, theirs.get("resolved") or {}
+            differ = sorted(k for k in set(mine) | set(other) if mine.get(k) != other.get(k))
+            raise DataError(f"{path}: its runs were made with another setting (config keys {differ} differ); "
+                            "results with different settings cannot be pooled")
+    return theirs, runs
+
+
+def merge_runs(files: list[Path], echo: Callable[[str], None] = print) -> tuple[dict, list[dict]]:
+    """The runs of ``files`` (same setting), pooled; (order, seed) cells lacking a method are left out."""
+    setting, rows = None, {}
+    for path in files:
+        theirs, runs = read_results(path, setting)
+        setting = setting or theirs
+        for row in runs:
+            if cell_key(row) in rows:
+                raise DataError(f"{path}: run {label(*cell_key(row))} is also in an earlier file")
+            rows[cell_key(row)] = row
+    methods = {m for _, _, m in rows}
+    cells: dict[tuple, set] = {}
+    for order, seed, method in rows:
+        cells.setdefault((order, seed), set()).add(method)
+    for (order, seed), present in sorted(cells.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1])):
+        if present != methods:
+            echo(f"left out {label(order, seed, '').rstrip('-')}: no run of {', '.join(sorted(methods - present))}")
+    assert setting is not None
+    return setting, [r for k, r in rows.items() if cells[k[:2]] == methods]
+
+
+def sort_rows(rows: list[dict], methods: list[str]) -> list[dict]:
+    rank = {m: i for i, m in enumerate(methods)}
+    return sorted(rows, key=lambda r: (r.get("order") or 0, r["seed"], rank.get(r["method"], len(rank)), r["method"]))
+
+
+def task_columns(rows: list[dict]) -> dict | None:
+    """Two-task runs (Biography): per method mean ± std of Task 0 after Task 0, Task 0 and Task 1 final, the curve."""
+    if not rows or any(len(r["tasks"]) != 2 or len(r["acc_matrix"]) != 2 for r in rows):
+        return None
+    out: dict[str, dict] = {}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        curves = [next(iter(r.get("curve", {}).values()), {}) for r in mine]
+        out[method] = {key: mean_std([pick(r["acc_matrix"]) for r in mine]) for key, pick in (
+            ("task0_after_task0", lambda a: a[0][0]), ("task0_final", lambda a: a[1][0]), ("task1_final", lambda a: a[1][1]))}
+        out[method]["curve"] = {s: mean_std([c[s] for c in curves]) for s in curves[0]} if curves[0] else {}
+    return out
+
+
+def mean_std(values: list[float]) -> dict:
+    return {"mean": round(statistics.fmean(values), 2),
+            "std": round(statistics.pstdev(values), 2) if len(values) > 1 else 0.0, "n": len(values)}
+
+
+def task_table(columns: dict) -> str:
+    steps = list(next(iter(columns.values()))["curve"])
+    cell = lambda x: f"{x['mean']:.1f}" + (f" ± {x['std']:.1f}" if x["n"] > 1 else "")  # noqa: E731
+    return markdown_table(["method", "Task 0 after Task 0", "Task 0 final", "Task 1 final", *(f"T0 @ {s}" for s in steps)],
+                          [[name, *(cell(c[k]) for k in ("task0_after_task0", "task0_final", "task1_final")),
+                            *(cell(c["curve"][s]) for s in steps)] for name, c in columns.items()])
+
+
+def summarise(rows: list[dict], setting: dict, out: Path, discussion: str = "", echo=print,
+              checks: Callable[[dict], dict] | None = None) -> dict:
+    """Write ``out`` (JSON: setting, per-method summaries, paired differences, every run) and ``out`` .md;
+    ``checks(tasks)`` adds named pass/fail targets on the Task 0 / Task 1 columns."""
+    per_method = aggregate_by_method(rows)
+    columns = task_columns(rows)
+    paired = paired_differences(rows, "seq", PAIRED_KEYS) if "seq" in per_method else {}
+    summary = {"setting": {**setting, "methods": list(per_method), "seeds": sorted({r["seed"] for r in rows}),
+                           "orders": sorted({r["order"] for r in rows if r.get("order") is not None}),
+                           "total_run_seconds": round(sum(r["seconds"] for r in rows))},
+               "methods": per_method, "paired_vs_seq": paired, "runs": rows, "environment": environment()}
+    if columns:
+        summary["tasks"] = columns
+        if checks:
+            summary["targets"] = checks(columns)
+    text = [f"# {setting['config']}", "", f"Overrides: {setting['overrides'] or 'none'}. Cells: "
+            f"{len({(r.get('order'), r['seed']) for r in rows})}; runs: {len(rows)}.", "",
+            "Mean ± std over the cells (scores in %; LA: learning accuracy; F: forgetting from the best score; AP: "
+            "average over stages; `–` where a method has one joint stage).", "", method_table(per_method)]
+    if paired:
+        text += ["", "Difference from `seq` on the same (order, seed) cell, mean ± standard error over the cells "
+                 "(beyond about 2 standard errors a difference is unlikely to be noise):", "", paired_table(paired, "seq")]
+    if columns:
+        text += ["", "Task 0 and Task 1 (%), and Task 0 during Task 1 at the given steps:", "", task_table(columns)]
+        if summary.get("targets"):
+            text += ["", "Targets: " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in summary["targets"].items())]
+    if discussion:
+        text += ["", discussion.rstrip()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, summary)
+    atomic_write_text(out.with_suffix(".md"), "\n".join(text) + "\n")
+    echo(f"wrote {out} and {out.with_suffix('.md').name}")
+    return summary
+
+
+# ---------------------------------------------------------------------------- running
+
+def run_grid(grid: Grid, out: Path, runs: Path | None = None, resume: bool = False, discussion: str = "",
+             echo: Callable[[str], None] = print, checks: Callable[[dict], dict] | None = None,
+             folder_per_method: bool = False) -> dict:
+    """Run every cell of ``grid`` not already in ``out`` (with ``resume``); rewrite ``out`` after each run. Run
+    folders are ``runs``/[order<o>-]seed<s>-<method>, or ``runs``/<method> with ``folder_per_method`` (a comparison
+    of one seed)."""
+    setting = grid.setting()
+    done: list[dict] = []
+    if out.exists():
+        if not resume:
+            raise ConfigError(f"--out {out}: exists; pass --resume to add to it, or choose another file")
+        done = read_results(out, setting)[1]
+    have = {cell_key(r) for r in done}
+    todo = [c for c in grid.cells() if c not in have]
+    # A bad override, config or method parameter stops here, before hours of runs, not at the run it breaks.
+    configs = {c: grid.config(*c) for c in todo}
+    for cfg in configs.values():
+        configured_method(cfg)
+    root = Path(runs).resolve() if runs is not None else Path(tempfile.mkdtemp(prefix="clm-grid-"))
+    folder_of = {c: root / (folder_safe(c[2]) if folder_per_method else label(*c)) for c in todo}
+    for folder in folder_of.values():
+        if (folder / "metrics.json").exists():
+            raise ConfigError(f"{folder}: holds a finished run that {out} does not list; pass that results file "
+                              "with --resume, or choose another --runs")
+    echo(f"run folders: {root}")
+    rows = list(done)
+    summary: dict = {}
+    for cell in todo:
+        order, seed, method = cell
+        echo(f"== {label(*cell)} ==")
+        started = time.time()
+        record, folder = run_experiment(configs[cell], folder_of[cell])
+        rows.append(grid_row(record, folder, order, seed, method, round(time.time() - started, 1)))
+        summary = summarise(sort_rows(rows, grid.methods), setting, out, discussion, lambda line: None, checks)
+    if not todo and rows:
+        summary = summarise(sort_rows(rows, grid.methods), setting, out, discussion, lambda line: None, checks)
+    echo(f"results in {out}")
+    return summary
+
+
+def grid_row(record: RunRecord, folder: Path, order: int | None, seed: int, method: str, seconds: float) -> dict:
+    """A run's row in a results file: its summary (with ``method`` the grid's label), where it is, its matrix."""
+    record = RunRecord(**{**record.to_json(), "method": method, "seconds": seconds})
+    return {**summary_row(folder.name, record), "folder": str(folder), "order": order, "seed": seed,
+            "tasks": record.tasks, "acc_matrix": record.acc_matrix, "initial": record.initial, "curve": record.curve,
+            "method_report": record.method_report}

@@ -1,0 +1,88 @@
+"""A run's ingredients from its config: the tasks, and the backbone (pre-trained and cached first if asked).
+
+Shared by ``run_experiment`` and by whatever re-opens a finished run (``analysis/run_loader.py``) or builds a
+backbone the way a run does (benchmarks)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from accelerate import Accelerator
+
+from ..config import ExperimentConfig
+from ..data.benchmarks import load_benchmark
+from ..data.biography import BiographyWorld, build_world
+from ..data.task import Example, Task
+from ..errors import ConfigError
+from ..models.backbone import Backbone, EncoderBackbone, build_backbone
+from ..training.loop import finetune
+
+PRETRAIN_FORMAT = 1  # bump when pre-training code changes what a cached checkpoint holds
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("CONTINUAL_LM_CACHE", Path.home() / ".cache" / "continual_lm"))
+
+
+def build_tasks(cfg: ExperimentConfig) -> tuple[list[Task], BiographyWorld | None]:
+    d = cfg.data
+    if d.benchmark == "biography":
+        world = build_world(d.biography)
+        return world.tasks(), world
+    return load_benchmark(d.benchmark, d.data_dir or "", d.order, d.n_train, d.n_test, cfg.seed, d.tasks), None
+
+
+def corpus_of(tasks: list[Task]) -> list[str]:
+    return [f"{ex.prompt} {' '.join(ex.answers)} {' '.join(ex.options or ())}" for t in tasks for ex in t.train + t.test]
+
+
+def pretrain_key(cfg: ExperimentConfig, world: BiographyWorld) -> str:
+    spec = {"format": PRETRAIN_FORMAT, "tiny": cfg.model.tiny.model_dump() if cfg.model.tiny else None,
+            "max_length": cfg.model.max_length, "world": world.settings.model_dump(),
+            "pretrain": cfg.pretrain.model_dump() if cfg.pretrain else None, "seed": cfg.seed}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def pretrained_checkpoint(cfg: ExperimentConfig, world: BiographyWorld, accelerator: Accelerator, log) -> Path:
+    """Pre-train the tiny model on the biographies (full fine-tuning), or reuse the cached checkpoint."""
+    assert cfg.pretrain is not None
+    path = cache_root() / f"biography-{pretrain_key(cfg, world)}"
+    if (path / "config.json").exists():
+        log({"event": "pretrain", "cached": str(path)})
+        return path
+    settings = cfg.model.model_copy(update={"finetune": "full"})
+    backbone = build_backbone(settings, world.vocabulary_corpus(), cfg.seed, accelerator.device)
+    corpus = [Example("", bio, "pretrain") for bio in world.pretrain_corpus]
+    seconds = finetune(cfg, backbone, corpus, cfg.pretrain, log, accelerator, name="pretrain")
+    if accelerator.is_main_process:  # write to a temporary folder, then rename: never a half-written cache
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        backbone.model.save_pretrained(tmp)
+        backbone.tokenizer.save_pretrained(tmp)
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    accelerator.wait_for_everyone()
+    log({"event": "pretrain", "saved": str(path), "seconds": round(seconds, 2)})
+    return path
+
+
+def prepare_backbone(cfg: ExperimentConfig, tasks: list[Task], world: BiographyWorld | None,
+                     accelerator: Accelerator, log=lambda r: None) -> Backbone:
+    settings = cfg.model
+    if cfg.pretrain is not None and world is not None:
+        path = pretrained_checkpoint(cfg, world, accelerator, log)
+        settings = settings.model_copy(update={"path": str(path), "tiny": None})
+    backbone = build_backbone(settings, corpus_of(tasks), cfg.seed, accelerator.device)
+    if settings.label_space == "all" and isinstance(backbone, EncoderBackbone):
+        backbone.label_space = run_labels(tasks)
+    return backbone
+
+
+def run_labels(tasks: list[Task]) -> tuple[str, ...]:
+    """Every label of every task, sorted: the candidates of ``model.label_space: all``."""
+    missing = [t.name for t in tasks if not t.options]
+    if missing:
+        raise ConfigError(f"model.label_space: all needs classification tasks with labels; {missing} have none")
+    return tuple(sorted({label for t in tasks for label in t.options or ()}))

@@ -1,0 +1,142 @@
+"""Grids (experiments/grid.py): cells and their configs, method entries, resuming, merging, and the CLI."""
+import json
+import re
+
+import pytest
+import yaml
+from conftest import tiny_config
+
+from continual_lm.cli import main
+from continual_lm.errors import ConfigError, DataError
+from continual_lm.experiments import grid as grid_module
+from continual_lm.experiments.grid import Grid, folder_safe, grid_from_file, merge_runs, run_grid
+from continual_lm.methods import split_method_spec
+from continual_lm.reporting.run_folder import RunRecord
+
+
+def test_method_entries():
+    assert split_method_spec("seq") == ("seq", {})
+    assert split_method_spec("recurrent_kif:reference_code") == ("recurrent_kif", {"variant": "reference_code"})
+    assert split_method_spec("task_vector(end_step=20, alpha=0.2)") == ("task_vector", {"end_step": 20, "alpha": 0.2})
+    assert split_method_spec("freeze(early_stop=true,val_source=train)") == ("freeze", {"early_stop": True,
+                                                                                        "val_source": "train"})
+    assert split_method_spec("tasl:ours(top_fraction=0.3)") == ("tasl", {"variant": "ours", "top_fraction": 0.3})
+    with pytest.raises(ConfigError, match="is not KEY=VALUE"):
+        split_method_spec("ewc(1000)")
+    assert folder_safe("task_vector(end_step=20,alpha=0.2)") == "task_vector-end_step20-alpha0.2"
+
+
+def test_cell_configs_carry_axes_entries_and_overrides(cl_root):
+    base = tiny_config(cl_root, method="recurrent_kif", params={"q": 3})
+    grid = Grid(base, "toy.yaml", ["recurrent_kif", "recurrent_kif:reference_code", "ewc(lambda_ewc=5)"], [0, 1],
+                overrides=["training.lr=0.01"], threads=1)
+    assert len(grid.cells()) == 6
+    cfg = grid.config(None, 1, "recurrent_kif")
+    assert (cfg.seed, cfg.method.name, cfg.method.params, cfg.training.lr, cfg.training.num_threads) == \
+        (1, "recurrent_kif", {"q": 3}, 0.01, 1)                              # the config's own method keeps its params
+    assert grid.config(None, 0, "recurrent_kif:reference_code").method.params == {"q": 3, "variant": "reference_code"}
+    assert grid.config(None, 0, "ewc(lambda_ewc=5)").method.params == {"lambda_ewc": 5}  # another method: its own
+    assert "seed" not in grid.setting()["resolved"] and "data_dir" not in grid.setting()["resolved"]["data"]
+
+
+class FakeRecord:
+    pass
+
+
+def fake_run_experiment(cfg, folder):
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text("{}")
+    acc = [[80.0, 10.0], [60.0, 90.0]]
+    return RunRecord(method=cfg.method.name, tasks=["a", "b"], stages=["a", "b"], acc_matrix=acc, initial=[0.0, 0.0],
+                     op=75.0, bwt=-20.0, fwt=10.0, seconds=1.0), folder
+
+
+def test_grid_runs_resumes_and_refuses_unlisted_finished_folders(cl_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(grid_module, "run_experiment", fake_run_experiment)
+    base = tiny_config(cl_root)
+    out = tmp_path / "res.json"
+    first = run_grid(Grid(base, "toy.yaml", ["seq", "mtl"], [0]), out, tmp_path / "runs", echo=lambda line: None)
+    assert [(r["seed"], r["method"]) for r in first["runs"]] == [(0, "seq"), (0, "mtl")]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["seed0-mtl", "seed0-seq"]
+    run_grid(Grid(base, "toy.yaml", ["seq"], [0]), tmp_path / "cmp.json", tmp_path / "cmp", folder_per_method=True)
+    assert [p.name for p in (tmp_path / "cmp").iterdir()] == ["seq"]
+    with pytest.raises(ConfigError, match="exists; pass --resume"):
+        run_grid(Grid(base, "toy.yaml", ["seq"], [0]), out, tmp_path / "runs2")
+    calls = []
+    monkeypatch.setattr(grid_module, "run_experiment", lambda cfg, folder: (calls.append(folder.name),
+                                                                            fake_run_experiment(cfg, folder))[1])
+    second = run_grid(Grid(base, "toy.yaml", ["seq", "mtl"], [0, 1]), out, tmp_path / "runs3", resume=True,
+                      echo=lambda line: None)
+    assert calls == ["seed1-seq", "seed1-mtl"]                                      # seed 0 was done
+    assert len(second["runs"]) == 4 and second["runs"][1]["la"] == 85.0
+    assert json.loads(out.read_text())["methods"]["seq"]["runs"] == 2
+    (tmp_path / "runs4" / "seed2-seq").mkdir(parents=True)
+    (tmp_path / "runs4" / "seed2-seq" / "metrics.json").write_text("{}")
+    with pytest.raises(ConfigError, match="holds a finished run that .* does not list"):
+        run_grid(Grid(base, "toy.yaml", ["seq"], [2]), tmp_path / "other.json", tmp_path / "runs4")
+    with pytest.raises(DataError, match="another setting .*'training'"):
+        run_grid(Grid(base, "toy.yaml", ["seq"], [0], overrides=["training.lr=0.5"]), out, resume=True)
+
+
+def test_a_bad_override_or_parameter_stops_before_any_run(cl_root, tmp_path, monkeypatch):
+    def must_not_run(cfg, folder):
+        raise AssertionError("a run started")
+    monkeypatch.setattr(grid_module, "run_experiment", must_not_run)
+    base = tiny_config(cl_root)
+    for grid, message in [(Grid(base, "t", ["seq"], [0], overrides=["trainin.lr=2"]), "trainin: Extra inputs"),
+                          (Grid(base, "t", ["seq", "recurrent_kif(top_fraction=2)"], [0]),
+                           "method.params.top_fraction: 2"),
+                          (Grid(base, "t", ["seq", "nosuch"], [0]), "unknown method 'nosuch'")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            run_grid(grid, tmp_path / "x.json", tmp_path / "runs")
+
+
+def results_file(path, setting, cells):
+    rows = [{"order": o, "seed": s, "method": m, "op": op, "bwt": None, "fwt": None, "la": None, "f": None, "ap": None,
+             "seconds": 1.0, "run": f"{m}{o}{s}", "tasks": ["a"], "acc_matrix": [[op]], "initial": [0.0]}
+            for o, s, m, op in cells]
+    path.write_text(json.dumps({"setting": setting, "runs": rows}))
+    return path
+
+
+def test_merge_pools_complete_cells_and_refuses_duplicates_and_other_settings(tmp_path):
+    setting = {"config": "c.yaml", "overrides": [], "resolved": {"training": {"lr": 0.1}}}
+    a = results_file(tmp_path / "a.json", setting, [(2, 0, "mtl", 1.0), (2, 0, "seq", 2.0)])
+    b = results_file(tmp_path / "b.json", setting, [(1, 1, "seq", 3.0), (1, 0, "mtl", 6.0), (1, 0, "seq", 5.0)])
+    lines = []
+    merged_setting, rows = merge_runs([a, b], echo=lines.append)
+    assert sorted((r["order"], r["seed"], r["method"]) for r in rows) == [(1, 0, "mtl"), (1, 0, "seq"), (2, 0, "mtl"),
+                                                                          (2, 0, "seq")]
+    assert lines == ["left out order1-seed1: no run of mtl"] and merged_setting == setting
+    with pytest.raises(DataError, match="a.json: run order2-seed0-mtl is also in an earlier file"):
+        merge_runs([a, a])
+    other = results_file(tmp_path / "o.json", {**setting, "resolved": {"training": {"lr": 0.2}}}, [(3, 0, "seq", 1.0)])
+    with pytest.raises(DataError, match=re.escape("o.json: its runs were made with another setting (config keys ['training']")):
+        merge_runs([a, other])
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(DataError, match="bad.json: not a grid results file"):
+        merge_runs([tmp_path / "bad.json"])
+
+
+def test_grid_command_end_to_end_and_merge(cl_root, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(cl_root, max_steps=2)))
+    for seeds, out in (("0", "s0.json"), ("1", "s1.json")):
+        assert main(["grid", str(cfg), "--methods", "seq,ewc", "--seeds", seeds, "--runs", str(tmp_path / "runs"),
+                     "--out", str(tmp_path / out)]) == 0
+    assert main(["grid", "--merge", str(tmp_path / "s0.json"), str(tmp_path / "s1.json"),
+                 "--out", str(tmp_path / "all.json")]) == 0
+    merged = json.loads((tmp_path / "all.json").read_text())
+    assert merged["methods"]["ewc"]["runs"] == 2 and merged["paired_vs_seq"]["ewc"]["cells"] == 2
+    assert "| ewc | 2 |" in (tmp_path / "all.md").read_text()
+    assert main(["grid", "--merge", str(tmp_path / "s0.json"), str(tmp_path / "s0.json"), "--out",
+                 str(tmp_path / "dup.json")]) == 2
+    assert "is also in an earlier file" in capsys.readouterr().err
+    # the run folders are ordinary run folders: compare reads them
+    assert main(["compare", *map(str, sorted((tmp_path / "runs").iterdir())), "--paired", "seq"]) == 0
+    assert "| ewc | 2 |" in capsys.readouterr().out
+
+
+def test_grid_from_file_names_a_bad_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        grid_from_file(tmp_path / "none.yaml", ["seq"], [0])
