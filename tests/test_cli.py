@@ -93,3 +93,18 @@ def test_compare_paired_hand_computed(tmp_path, capsys):
     proc = subprocess.run([sys.executable, "-m", "continual_lm.cli", "compare", *runs, "--paired", "c"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.strip() == "error: --paired c: no run of that method among the runs given"
+
+
+def test_readme_methods_table_is_the_registry(capsys):
+    from pathlib import Path
+    assert main(["list", "--markdown"]) == 0
+    table = capsys.readouterr().out.strip()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("<!-- methods:start -->\n")[1].split("\n<!-- methods:end -->")[0]
+    assert section == table, "README's methods table is stale: paste `continual-lm list --markdown` into it"
+
+
+def test_list_verbose_describes_typed_parameters(capsys):
+    assert main(["list", "--verbose"]) == 0
+    out = capsys.readouterr().out
+    assert "top_fraction: float = 0.2 (> 0, <= 1) — share of coordinates each mask keeps" in out

@@ -74,8 +74,11 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from .methods import METHODS
-    from .methods.base import describe_params, method_summary
+    from .methods.base import describe_params, method_summary, methods_markdown
 
+    if args.markdown:  # the README's table is this output (a test keeps them equal)
+        print(methods_markdown())
+        return 0
     width = max(len(n) for n in METHODS)
     for name, cls in sorted(METHODS.items()):
         print(f"{name:<{width}}  {method_summary(cls)}")
@@ -145,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid.set_defaults(func=cmd_grid)
     lst = sub.add_parser("list", help="list the registered methods")
     lst.add_argument("--verbose", action="store_true", help="show each method's parameters")
+    lst.add_argument("--markdown", action="store_true", help="the methods as a markdown table (as in the README)")
     lst.set_defaults(func=cmd_list)
     cmp_ = sub.add_parser("compare", help="compare finished runs")
     cmp_.add_argument("runs", nargs="+", help="run folders")

@@ -156,3 +156,12 @@ def describe_params(cls: type[Method]) -> list[str]:
         lines.append(f"{key}: {kind} = {info.default!r}" + (f" ({', '.join(bounds)})" if bounds else "")
                      + (f" — {info.description}" if info.description else ""))
     return lines
+
+
+def methods_markdown() -> str:
+    """The registered methods as a markdown table: name, what it does, its parameters."""
+    lines = ["| name | what it does | parameters |", "|---|---|---|"]
+    for name, cls in sorted(METHODS.items()):
+        params = ", ".join(f"`{k}`" for k in cls.Params.model_fields) or "–"
+        lines.append(f"| `{name}` | {method_summary(cls)} | {params} |")
+    return "\n".join(lines)

@@ -110,8 +110,8 @@ def _norm(maps: Maps) -> float:
 
 
 def fusion_diagnostics(tau_in: Maps, tau_out: Maps, weights: FusionWeights) -> dict[str, float]:
-    """What one fusion kept: ‖w ⊙ τ‖/‖τ‖ per task vector, the share of coordinates each mask selects, and how
-    the inner mask's selected coordinates split between LoRA A and LoRA B matrices (NaN-free: 0 when empty)."""
+    """What one fusion kept: ‖w ⊙ τ‖/‖τ‖ per task vector, the share of coordinates each mask selects, and, under
+    LoRA, how the inner mask's selected coordinates split between the A and the B matrices (0 when it selects none)."""
     def kept(tau: Maps, w: Maps) -> float:
         full = _norm(tau)
         return _norm({n: w[n] * tau[n] for n in tau}) / full if full > 0 else 0.0
@@ -119,15 +119,14 @@ def fusion_diagnostics(tau_in: Maps, tau_out: Maps, weights: FusionWeights) -> d
     def share(masks: Maps) -> float:
         return float(sum(m.sum() for m in masks.values()) / sum(m.numel() for m in masks.values()))
 
-    inner_total = float(sum(m.sum() for m in weights.m_in.values()))
-
-    def on(part: str) -> float:
-        chosen = float(sum(m.sum() for n, m in weights.m_in.items() if f".{part}." in n))
-        return chosen / inner_total if inner_total > 0 else 0.0
-
-    return {"kept_inner": kept(tau_in, weights.w_in), "kept_outer": kept(tau_out, weights.w_out),
-            "mask_inner": share(weights.m_in), "mask_outer": share(weights.m_out),
-            "mask_inner_lora_A": on("lora_A"), "mask_inner_lora_B": on("lora_B")}
+    record = {"kept_inner": kept(tau_in, weights.w_in), "kept_outer": kept(tau_out, weights.w_out),
+              "mask_inner": share(weights.m_in), "mask_outer": share(weights.m_out)}
+    if any(".lora_A." in n for n in weights.m_in):
+        inner_total = float(sum(m.sum() for m in weights.m_in.values()))
+        for part in ("lora_A", "lora_B"):
+            chosen = float(sum(m.sum() for n, m in weights.m_in.items() if f".{part}." in n))
+            record[f"mask_inner_{part}"] = chosen / inner_total if inner_total > 0 else 0.0
+    return record
 
 
 @register
