@@ -9,7 +9,9 @@
 2. On one `seq` run with checkpoints during Task 1: recovery from each checkpoint, weight-update angles, loss
    landscape, Fisher vs angle; plots copied to benchmarks/results/spurious_*.png.
 
-    python benchmarks/spurious_forgetting.py [--quick] [--out FILE] [--threads 2]
+    python benchmarks/spurious_forgetting.py [--quick] [--out FILE] [--threads 2] [--runs DIR]
+
+Interrupted, it continues where it stopped when given the same --runs (its grids resume).
 """
 import shutil
 import sys
@@ -39,7 +41,9 @@ PAPER_TASK0 = {"seq": 11.2, "ewc": "<= 13.5", "lamol": 18.9, "task_vector": 30.8
 
 def analysis_run(work: Path, grid: int) -> dict:
     cfg = load_config(default_config_path(), ["checkpoint_steps=[0, 5, 10, 20, 50, 150]", "method.name=seq"])
-    _, folder = run_experiment(cfg, work / "seq-checkpoints")
+    folder = work / "seq-checkpoints"
+    if not (folder / "metrics.json").exists():
+        _, folder = run_experiment(cfg, folder)
     results = analyze(folder, ["recovery", "angles", "landscape", "fisher"], split=20, grid=grid, n_examples=96,
                       recovery=RecoverySettings(steps=20, n_examples=60, batch_size=16))
     for name in ("recovery", "angles", "landscape", "fisher_vs_angle"):
@@ -52,23 +56,25 @@ def analysis_run(work: Path, grid: int) -> dict:
 
 
 def main() -> int:
-    args = script_parser(__doc__, RESULTS, "spurious_forgetting.json").parse_args()
+    parser = script_parser(__doc__, RESULTS, "spurious_forgetting.json")
+    parser.add_argument("--runs", type=Path, help="where the run folders go (default: a new temporary folder)")
+    args = parser.parse_args()
     import torch
     torch.set_num_threads(args.threads)
     cfg = load_config(default_config_path())
-    work = Path(tempfile.mkdtemp(prefix="clm-spurious-"))
+    work = args.runs or Path(tempfile.mkdtemp(prefix="clm-spurious-"))
     suffix = "_quick" if args.quick else ""
     if args.quick:
         chosen = {"freeze": "freeze"}
         methods, seeds = ["seq", "freeze", "replay"], [0]
     else:
         sweep = run_grid(grid_from_config(cfg, ["seq", *sum(SWEEPS.values(), [])], [0]), RESULTS / "spurious_sweeps.json",
-                         runs=work / "sweeps")
+                         runs=work / "sweeps", resume=True)
         chosen = {m: choose_by_task1(sweep["tasks"], entries) for m, entries in SWEEPS.items()}
         freeze_es = chosen["freeze"][:-1] + "," + EARLY_STOP + ")"
         methods, seeds = [*FIXED, *chosen.values(), freeze_es], [0, 1, 2]
     table = run_grid(grid_from_config(cfg, methods, seeds), RESULTS / f"spurious_forgetting_table{suffix}.json",
-                     runs=work / "table")
+                     runs=work / "table", resume=True)
     write_results(args.out if not args.quick else RESULTS / "spurious_forgetting_quick.json", {
         "setting": {"seeds": seeds, "methods": methods, "chosen_by_sweep": chosen,
                     "sweep_rule": "max Task 0 final with Task 1 final >= 0.9 x seq's; else max mean of both",

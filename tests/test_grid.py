@@ -44,11 +44,14 @@ class FakeRecord:
 
 
 def fake_run_experiment(cfg, folder):
+    from continual_lm.config import dump_config
     folder.mkdir(parents=True)
-    (folder / "metrics.json").write_text("{}")
     acc = [[80.0, 10.0], [60.0, 90.0]]
-    return RunRecord(method=cfg.method.name, tasks=["a", "b"], stages=["a", "b"], acc_matrix=acc, initial=[0.0, 0.0],
-                     op=75.0, bwt=-20.0, fwt=10.0, seconds=1.0), folder
+    record = RunRecord(method=cfg.method.name, tasks=["a", "b"], stages=["a", "b"], acc_matrix=acc, initial=[0.0, 0.0],
+                       op=75.0, bwt=-20.0, fwt=10.0, seconds=1.0)
+    (folder / "config.yaml").write_text(dump_config(cfg))
+    (folder / "metrics.json").write_text(json.dumps(record.to_json()))
+    return record, folder
 
 
 def test_grid_runs_resumes_and_refuses_unlisted_finished_folders(cl_root, tmp_path, monkeypatch):
@@ -72,8 +75,17 @@ def test_grid_runs_resumes_and_refuses_unlisted_finished_folders(cl_root, tmp_pa
     assert json.loads(out.read_text())["methods"]["seq"]["runs"] == 2
     (tmp_path / "runs4" / "seed2-seq").mkdir(parents=True)
     (tmp_path / "runs4" / "seed2-seq" / "metrics.json").write_text("{}")
-    with pytest.raises(ConfigError, match="holds a finished run that .* does not list"):
+    with pytest.raises(ConfigError, match="holds a finished run that .* does not list.*pass --resume to adopt it"):
         run_grid(Grid(base, "toy.yaml", ["seq"], [2]), tmp_path / "other.json", tmp_path / "runs4")
+    # A finished folder the results file does not list (a grid stopped between the run and the write) is adopted by
+    # --resume when its config is the cell's; another config is refused.
+    monkeypatch.setattr(grid_module, "run_experiment", lambda cfg, folder: pytest.fail("adopted runs do not run"))
+    adopted = run_grid(Grid(base, "toy.yaml", ["seq", "mtl"], [0]), tmp_path / "again.json", tmp_path / "runs",
+                       resume=True, echo=lambda line: None)
+    assert [r["method"] for r in adopted["runs"]] == ["seq", "mtl"] and adopted["runs"][0]["op"] == 75.0
+    with pytest.raises(ConfigError, match="whose config.yaml is not this cell's"):
+        run_grid(Grid(base, "toy.yaml", ["seq"], [0], overrides=["training.lr=0.5"]), tmp_path / "o2.json",
+                 tmp_path / "runs", resume=True)
     with pytest.raises(DataError, match="another setting .*'training'"):
         run_grid(Grid(base, "toy.yaml", ["seq"], [0], overrides=["training.lr=0.5"]), out, resume=True)
 

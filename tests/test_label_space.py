@@ -36,7 +36,7 @@ def test_a_label_of_another_task_is_a_wrong_answer_under_all(cl_root, monkeypatc
         backbone, tasks = encoder(cl_root, label_space)
         real = backbone.embed
 
-        def embed(texts, real=real):
+        def embed(texts, prompted=False, real=real):
             out = real(texts)
             hot = torch.zeros_like(out)
             for i, t in enumerate(texts):
@@ -55,7 +55,7 @@ def test_training_loss_is_over_the_whole_label_space(cl_root):
     """Cross-entropy over every label of the run: with equal similarities the loss is log(4), not log(2)."""
     for label_space, classes in (("options", 2), ("all", 4)):
         backbone, tasks = encoder(cl_root, label_space)
-        backbone.embed = lambda texts: torch.nn.functional.normalize(torch.ones(len(texts), 3), dim=-1)
+        backbone.embed = lambda texts, prompted=False: torch.nn.functional.normalize(torch.ones(len(texts), 3), dim=-1)
         loss = backbone.loss(tasks[0].train[:4])
         assert loss.item() == pytest.approx(torch.log(torch.tensor(float(classes))).item(), abs=1e-5)
 
@@ -64,7 +64,7 @@ def test_label_embeddings_are_computed_once_per_evaluation(cl_root):
     backbone, tasks = encoder(cl_root, "all")
     calls = []
     real = backbone.embed
-    backbone.embed = lambda texts: (calls.append(len(texts)), real(texts))[1]
+    backbone.embed = lambda texts, prompted=False: (calls.append(len(texts)), real(texts))[1]
     evaluate_task(backbone, tasks[0], batch_size=2)  # 8 test examples: 4 batches
     assert calls.count(4) == 1                         # the 4 labels, embedded once
     assert sum(n for n in calls if n != 4) == 8

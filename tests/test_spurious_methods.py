@@ -12,7 +12,7 @@ from continual_lm.experiments.runner import run_experiment
 from continual_lm.experiments.setup import build_tasks, prepare_backbone
 from continual_lm.methods import create_method
 from continual_lm.methods.grad_projection import project_out
-from continual_lm.methods.lamol import parse_sample, sample_quality
+from continual_lm.methods.pseudo import parse_sample, sample_quality
 from continual_lm.training.loop import make_accelerator, run_sequence
 
 

@@ -32,7 +32,7 @@ from ..errors import ConfigError, DataError
 from ..methods import split_method_spec
 from ..reporting.report import (PAIRED_KEYS, aggregate_by_method, markdown_table, method_table, paired_differences,
                                 paired_table, summary_row)
-from ..reporting.run_folder import RunRecord, atomic_write_text, write_json
+from ..reporting.run_folder import RunRecord, atomic_write_text, read_config, write_json
 from .runner import configured_method, run_experiment
 
 # Not part of a grid's pooled setting: the axes, the run name, the threads, where the data lives on this machine.
@@ -171,7 +171,9 @@ def task_columns(rows: list[dict]) -> dict | None:
         curves = [next(iter(r.get("curve", {}).values()), {}) for r in mine]
         out[method] = {key: mean_std([pick(r["acc_matrix"]) for r in mine]) for key, pick in (
             ("task0_after_task0", lambda a: a[0][0]), ("task0_final", lambda a: a[1][0]), ("task1_final", lambda a: a[1][1]))}
-        out[method]["curve"] = {s: mean_std([c[s] for c in curves]) for s in curves[0]} if curves[0] else {}
+        # A run that stopped early (freeze's early stop) has no points after its last step.
+        steps = list(dict.fromkeys(s for c in curves for s in c))
+        out[method]["curve"] = {s: mean_std([c[s] for c in curves if s in c]) for s in steps}
     return out
 
 
@@ -181,11 +183,14 @@ def mean_std(values: list[float]) -> dict:
 
 
 def task_table(columns: dict) -> str:
-    steps = list(next(iter(columns.values()))["curve"])
-    cell = lambda x: f"{x['mean']:.1f}" + (f" ± {x['std']:.1f}" if x["n"] > 1 else "")  # noqa: E731
+    steps = list(dict.fromkeys(s for c in columns.values() for s in c["curve"]))
+    steps = [s for s in steps if s != "end"] + (["end"] if "end" in steps else [])
+
+    def cell(x: dict | None) -> str:
+        return "–" if x is None else f"{x['mean']:.1f}" + (f" ± {x['std']:.1f}" if x["n"] > 1 else "")
     return markdown_table(["method", "Task 0 after Task 0", "Task 0 final", "Task 1 final", *(f"T0 @ {s}" for s in steps)],
                           [[name, *(cell(c[k]) for k in ("task0_after_task0", "task0_final", "task1_final")),
-                            *(cell(c["curve"][s]) for s in steps)] for name, c in columns.items()])
+                            *(cell(c["curve"].get(s)) for s in steps)] for name, c in columns.items()])
 
 
 def summarise(rows: list[dict], setting: dict, out: Path, discussion: str = "", echo=print,
@@ -245,10 +250,12 @@ def run_grid(grid: Grid, out: Path, runs: Path | None = None, resume: bool = Fal
         configured_method(cfg)
     root = Path(runs).resolve() if runs is not None else Path(tempfile.mkdtemp(prefix="clm-grid-"))
     folder_of = {c: root / (folder_safe(c[2]) if folder_per_method else label(*c)) for c in todo}
-    for folder in folder_of.values():
-        if (folder / "metrics.json").exists():
-            raise ConfigError(f"{folder}: holds a finished run that {out} does not list; pass that results file "
-                              "with --resume, or choose another --runs")
+    finished = {c for c, folder in folder_of.items() if (folder / "metrics.json").exists()}
+    for cell in sorted(finished, key=str):
+        if not resume or read_config(folder_of[cell]) != configs[cell].model_dump(mode="json"):
+            raise ConfigError(f"{folder_of[cell]}: holds a finished run that {out} does not list"
+                              + ("" if not resume else " and whose config.yaml is not this cell's")
+                              + "; choose another --runs" + ("" if resume else ", or pass --resume to adopt it"))
     echo(f"run folders: {root}")
     rows = list(done)
     summary: dict = {}
@@ -256,8 +263,13 @@ def run_grid(grid: Grid, out: Path, runs: Path | None = None, resume: bool = Fal
         order, seed, method = cell
         echo(f"== {label(*cell)} ==")
         started = time.time()
-        record, folder = run_experiment(configs[cell], folder_of[cell])
-        rows.append(grid_row(record, folder, order, seed, method, round(time.time() - started, 1)))
+        if cell in finished:  # run before the results file could list it (e.g. the grid was stopped): adopted
+            record, folder = RunRecord.read(folder_of[cell]), folder_of[cell]
+            seconds = record.seconds
+        else:
+            record, folder = run_experiment(configs[cell], folder_of[cell])
+            seconds = round(time.time() - started, 1)
+        rows.append(grid_row(record, folder, order, seed, method, seconds))
         summary = summarise(sort_rows(rows, grid.methods), setting, out, discussion, lambda line: None, checks)
     if not todo and rows:
         summary = summarise(sort_rows(rows, grid.methods), setting, out, discussion, lambda line: None, checks)

@@ -56,6 +56,7 @@ class Backbone(ABC):
         self.device = torch.device(device)
         self.forward_model: nn.Module = self.model  # replaced by the accelerate-prepared wrapper (DDP)
         self._frozen_cache: dict | None = None       # values valid while the weights cannot change (inference())
+        self.prompt: nn.Module | None = None         # prefix embeddings prepended to every input (attach_prompt)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
 
@@ -98,6 +99,58 @@ class Backbone(ABC):
     def ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    # ---------------------------------------------------------------- method modules and soft prompts
+    def attach(self, name: str, module: nn.Module) -> nn.Module:
+        """Register a method's own module (prompts, routers, keys) on the model as ``cl_<name>``: it moves with the
+        model, trains with it (also under DDP, which wraps the model after ``setup``), and checkpoints hold it."""
+        module = module.to(self.device)
+        self.model.add_module(f"cl_{name}", module)
+        return module
+
+    @property
+    def token_budget(self) -> int:
+        """Tokens an input may have: ``model.max_length`` less the prompt's prepended positions (``module.length``)."""
+        return self.settings.max_length - (getattr(self.prompt, "length", 0) if self.prompt is not None else 0)
+
+    def attach_prompt(self, module: nn.Module) -> None:
+        """``module(input_ids, attention_mask)`` → [batch, P, hidden] embeddings, prepended to every input of the
+        model at the embedding level (training, evaluation and generation): soft prompts (L2P, LFPT5)."""
+        self.prompt = self.attach("prompt", module)
+
+    def model_inputs(self, input_ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The keyword inputs of a forward or ``generate`` call: token ids, or, with a prompt attached, the input
+        embeddings with the prompt's prepended (and the attention mask extended to cover them)."""
+        if self.prompt is None:
+            return {"input_ids": input_ids, "attention_mask": mask}
+        prefix = self.prompt(input_ids, mask)
+        embeds = torch.cat([prefix, self.input_embeddings()(input_ids)], dim=1)
+        return {"inputs_embeds": embeds, "attention_mask": torch.cat([mask.new_ones(prefix.shape[:2]), mask], dim=1)}
+
+    @torch.no_grad()
+    def represent(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The mean-pooled last hidden state of the inputs without any prompt ([batch, hidden]): a query of what an
+        input is (L2P's prompt selection). The encoder's for encoder-decoder models."""
+        model = self.base_model
+        encoder = model.get_encoder() if getattr(model.config, "is_encoder_decoder", False) else model
+        out = encoder(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
+        hidden = out.hidden_states[-1] if getattr(out, "hidden_states", None) is not None else out.last_hidden_state
+        return (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+
+    def encode_prompts(self, examples: list[Example]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The examples' prompts as padded token ids and mask (as the backbone's own forward reads them)."""
+        seqs = [self.ids(ex.prompt)[-self.token_budget:] or [self.tokenizer.pad_token_id] for ex in examples]
+        return _pad(seqs, self.tokenizer.pad_token_id).to(self.device), _pad([[1] * len(s) for s in seqs], 0).to(self.device)
+
+    def output_logits(self, examples: list[Example], labels: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the model puts out for ``examples``, for distillation (LwF, LFPT5): ([batch, positions, classes]
+        logits, [batch, positions] mask of the positions that count). Generative backbones: the next-token logits at
+        each position of the target answer (teacher-forced); encoders: the scores of ``labels``."""
+        raise NotImplementedError(f"{type(self).__name__} has no output distribution")
+
+    def sample(self, prompts: list[str], max_new_tokens: int, top_k: int) -> list[str]:
+        """Texts sampled (top-k) from the model after each prompt: pseudo-examples (LAMOL, LFPT5, SAPT)."""
+        raise ConfigError(f"model.kind: {self.kind!r} cannot generate text; this method needs a causal or seq2seq model")
+
     # ---------------------------------------------------------------- interface
     @abstractmethod
     def loss(self, examples: list[Example]) -> torch.Tensor:
@@ -114,8 +167,9 @@ class CausalLMBackbone(Backbone):
     def _target_ids(self, target: str) -> list[int]:
         return self.ids(" " + target) + [self.tokenizer.eos_token_id]
 
-    def loss(self, examples: list[Example]) -> torch.Tensor:
-        max_len = self.settings.max_length
+    def _teacher_forced(self, examples: list[Example]) -> tuple[dict, torch.Tensor]:
+        """Model inputs of prompt + target, and the labels (the target's tokens; IGNORE_INDEX elsewhere)."""
+        max_len = self.token_budget
         inputs, labels = [], []
         for ex in examples:
             target = self._target_ids(ex.target)[: max_len // 2]
@@ -124,21 +178,41 @@ class CausalLMBackbone(Backbone):
             labels.append([IGNORE_INDEX] * len(prompt) + target)
         input_ids = _pad(inputs, self.tokenizer.pad_token_id).to(self.device)
         mask = _pad([[1] * len(s) for s in inputs], 0).to(self.device)
-        out = self.forward_model(input_ids=input_ids, attention_mask=mask,
-                                 labels=_pad(labels, IGNORE_INDEX).to(self.device))
-        return out.loss
+        label_ids = _pad(labels, IGNORE_INDEX).to(self.device)
+        kwargs = self.model_inputs(input_ids, mask)
+        prefix = kwargs["attention_mask"].shape[1] - mask.shape[1]
+        if prefix:
+            label_ids = torch.cat([label_ids.new_full((len(examples), prefix), IGNORE_INDEX), label_ids], dim=1)
+        return kwargs, label_ids
+
+    def loss(self, examples: list[Example]) -> torch.Tensor:
+        kwargs, labels = self._teacher_forced(examples)
+        return self.forward_model(**kwargs, labels=labels).loss
+
+    def output_logits(self, examples: list[Example], labels: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        kwargs, label_ids = self._teacher_forced(examples)
+        logits = self.forward_model(**kwargs).logits[:, :-1]  # position t predicts token t + 1
+        return logits, label_ids[:, 1:] != IGNORE_INDEX
+
+    def _generate(self, prompts: list[str], max_new_tokens: int, **sampling) -> list[str]:
+        budget = self.token_budget - max_new_tokens
+        ids = [self.ids(p)[-budget:] or [self.tokenizer.eos_token_id] for p in prompts]
+        input_ids = _pad(ids, self.tokenizer.pad_token_id, left=True).to(self.device)
+        mask = _pad([[1] * len(p) for p in ids], 0, left=True).to(self.device)
+        kwargs = self.model_inputs(input_ids, mask)
+        out = self.model.generate(**kwargs, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                                  eos_token_id=self.tokenizer.eos_token_id, **sampling)
+        new = out if "inputs_embeds" in kwargs else out[:, input_ids.shape[1]:]  # from embeddings: new tokens only
+        return self.tokenizer.batch_decode(new, skip_special_tokens=True)
 
     @torch.no_grad()
     def predict(self, examples: list[Example]) -> list[str]:
-        budget = self.settings.max_length - self.settings.max_new_tokens
-        prompts = [self.ids(ex.prompt)[-budget:] for ex in examples]
-        input_ids = _pad(prompts, self.tokenizer.pad_token_id, left=True).to(self.device)
-        mask = _pad([[1] * len(p) for p in prompts], 0, left=True).to(self.device)
-        out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=self.settings.max_new_tokens,
-                                  do_sample=False, pad_token_id=self.tokenizer.pad_token_id,
-                                  eos_token_id=self.tokenizer.eos_token_id)
-        texts = self.tokenizer.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True)
+        texts = self._generate([ex.prompt for ex in examples], self.settings.max_new_tokens, do_sample=False)
         return [t.strip().split("\n")[0] for t in texts]
+
+    @torch.no_grad()
+    def sample(self, prompts: list[str], max_new_tokens: int, top_k: int) -> list[str]:
+        return [t.strip() for t in self._generate(prompts, max_new_tokens, do_sample=True, top_k=top_k)]
 
 
 class Seq2SeqBackbone(Backbone):
@@ -148,18 +222,31 @@ class Seq2SeqBackbone(Backbone):
         seqs = [self.ids(t)[: limit - 1] + [self.tokenizer.eos_token_id] for t in texts]
         return _pad(seqs, self.tokenizer.pad_token_id).to(self.device), _pad([[1] * len(s) for s in seqs], 0).to(self.device)
 
-    def loss(self, examples: list[Example]) -> torch.Tensor:
-        input_ids, mask = self._encode([ex.prompt for ex in examples], self.settings.max_length)
+    def _teacher_forced(self, examples: list[Example]) -> tuple[dict, torch.Tensor]:
+        input_ids, mask = self._encode([ex.prompt for ex in examples], self.token_budget)
         targets = [self.ids(ex.target)[: self.settings.max_length - 1] + [self.tokenizer.eos_token_id] for ex in examples]
-        labels = _pad(targets, IGNORE_INDEX).to(self.device)
-        return self.forward_model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        return self.model_inputs(input_ids, mask), _pad(targets, IGNORE_INDEX).to(self.device)
+
+    def loss(self, examples: list[Example]) -> torch.Tensor:
+        kwargs, labels = self._teacher_forced(examples)
+        return self.forward_model(**kwargs, labels=labels).loss
+
+    def output_logits(self, examples: list[Example], labels: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        kwargs, label_ids = self._teacher_forced(examples)
+        return self.forward_model(**kwargs, labels=label_ids).logits, label_ids != IGNORE_INDEX
+
+    def _generate(self, prompts: list[str], max_new_tokens: int, **sampling) -> list[str]:
+        input_ids, mask = self._encode(prompts, self.token_budget)
+        out = self.model.generate(**self.model_inputs(input_ids, mask), max_new_tokens=max_new_tokens, **sampling)
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
     @torch.no_grad()
     def predict(self, examples: list[Example]) -> list[str]:
-        input_ids, mask = self._encode([ex.prompt for ex in examples], self.settings.max_length)
-        out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=self.settings.max_new_tokens,
-                                  do_sample=False)
-        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+        return self._generate([ex.prompt for ex in examples], self.settings.max_new_tokens, do_sample=False)
+
+    @torch.no_grad()
+    def sample(self, prompts: list[str], max_new_tokens: int, top_k: int) -> list[str]:
+        return self._generate(prompts, max_new_tokens, do_sample=True, top_k=top_k)
 
 
 class EncoderBackbone(Backbone):
@@ -185,19 +272,33 @@ class EncoderBackbone(Backbone):
             self._frozen_cache[key] = self.embed(labels)
         return self._frozen_cache[key]
 
-    def embed(self, texts: list[str]) -> torch.Tensor:
-        tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.settings.max_length,
-                             return_tensors="pt")
-        mask = tok["attention_mask"].to(self.device)
-        hidden = self.forward_model(input_ids=tok["input_ids"].to(self.device), attention_mask=mask).last_hidden_state
+    def embed(self, texts: list[str], prompted: bool = False) -> torch.Tensor:
+        """Normalised mean-pooled embeddings; ``prompted``: with the attached prompt prepended (inputs, not labels)."""
+        tok = self.tokenizer(texts, padding=True, truncation=True,
+                             max_length=self.token_budget if prompted else self.settings.max_length, return_tensors="pt")
+        ids, mask = tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device)
+        kwargs = self.model_inputs(ids, mask) if prompted else {"input_ids": ids, "attention_mask": mask}
+        mask = kwargs["attention_mask"]
+        hidden = self.forward_model(**kwargs).last_hidden_state
         pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
         return F.normalize(pooled, dim=-1)
+
+    def encode_prompts(self, examples: list[Example]) -> tuple[torch.Tensor, torch.Tensor]:
+        tok = self.tokenizer([ex.prompt for ex in examples], padding=True, truncation=True,
+                             max_length=self.token_budget, return_tensors="pt")
+        return tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device)
+
+    def output_logits(self, examples: list[Example], labels: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scores of ``labels`` (default: each batch's candidates) as [batch, 1, labels], all positions counting."""
+        labels = labels or sorted({o for ex in examples for o in self.candidates(ex)})
+        sims = self.settings.label_scale * self.embed([ex.prompt for ex in examples], prompted=True) @ self.embed(labels).T
+        return sims.unsqueeze(1), torch.ones(len(examples), 1, dtype=torch.bool, device=sims.device)
 
     def _logits(self, examples: list[Example]) -> tuple[torch.Tensor, list[str]]:
         per_example = [self.candidates(ex) for ex in examples]
         labels = sorted({o for c in per_example for o in c})
         index = {lab: i for i, lab in enumerate(labels)}
-        sims = self.settings.label_scale * self.embed([ex.prompt for ex in examples]) @ self._label_embeddings(labels).T
+        sims = self.settings.label_scale * self.embed([ex.prompt for ex in examples], prompted=True) @ self._label_embeddings(labels).T
         if self.label_space is not None:
             return sims, labels
         allowed = torch.zeros_like(sims, dtype=torch.bool)

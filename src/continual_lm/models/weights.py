@@ -17,13 +17,18 @@ from .backbone import Backbone
 
 def tracked_parameters(backbone: Backbone) -> dict[str, nn.Parameter]:
     """What a checkpoint holds: the LoRA matrices of the active adapters under LoRA (every adapter of IncLoRA and
-    O-LoRA is active), every parameter under full fine-tuning (so a checkpoint is complete even if a method freezes
-    some of them later)."""
+    O-LoRA is active) and the parameters of modules methods attached, every parameter under full fine-tuning (so a
+    checkpoint is complete even if a method freezes some of them later)."""
     named = dict(backbone.model.named_parameters())  # tied weights appear once
     if backbone.settings.finetune == "lora":
         active = set(backbone.model.active_adapters)
-        return {n: p for n, p in named.items() if adapter_of(n) in active}
+        return {n: p for n, p in named.items() if adapter_of(n) in active or is_method_parameter(n)}
     return named
+
+
+def is_method_parameter(name: str) -> bool:
+    """A parameter of a module a method attached to the model (``Backbone.attach``: prompts, routers, keys)."""
+    return name.startswith("cl_") or ".cl_" in name
 
 
 def save_checkpoint(backbone: Backbone, path: str | Path) -> None:

@@ -144,9 +144,9 @@ def run_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone, m
     started = time.time()
     seed_everything(cfg.seed)
     accelerator = accelerator or make_accelerator()
-    backbone.forward_model = accelerator.prepare(backbone.model)
     ctx = TrainContext(cfg, backbone, accelerator, tasks, log, random.Random(f"{cfg.seed}:method"))
-    method.setup(ctx)
+    method.setup(ctx)  # before the model is wrapped (DDP), so that the modules a method attaches train in sync
+    backbone.forward_model = accelerator.prepare(backbone.model)
     main_process = accelerator.is_main_process
     saving = checkpoint_path is not None and bool(cfg.checkpoint_steps) and main_process
 

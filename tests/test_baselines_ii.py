@@ -1,0 +1,240 @@
+"""L2P, LFPT5, MoELoRA, SAPT and LwF: each method's defining computation, by hand where it can be, and end to end."""
+import math
+
+import pytest
+import torch
+from conftest import tiny_config
+
+import continual_lm.methods.lfpt5 as lfpt5_module
+import continual_lm.methods.sapt as sapt_module
+from continual_lm.config import parse_config
+from continual_lm.data.task import Example
+from continual_lm.errors import ConfigError
+from continual_lm.experiments.runner import run_experiment
+from continual_lm.experiments.setup import build_tasks, prepare_backbone
+from continual_lm.methods import create_method
+from continual_lm.methods.distill import distillation_kl, teacher_logits
+from continual_lm.methods.l2p import choose_prompts, key_loss
+from continual_lm.methods.moe_lora import Router
+from continual_lm.methods.pseudo import GEN, generation_example, task_start
+from continual_lm.methods.sapt import attention_over_tasks
+from continual_lm.training.loop import make_accelerator, run_sequence
+
+T = torch.tensor
+
+
+def toy_run(cl_root, method, arch="gpt", kind="causal", finetune="lora", **training):
+    cfg = parse_config(tiny_config(cl_root, arch, kind, finetune, **{"max_steps": 3, **training}))
+    tasks, world = build_tasks(cfg)
+    acc = make_accelerator()
+    backbone = prepare_backbone(cfg, tasks, world, acc)
+    records = []
+    result = run_sequence(cfg, tasks, backbone, method, records.append, acc)
+    return result, backbone, tasks, records
+
+
+# ---------------------------------------------------------------- distillation (LwF, LFPT5)
+
+def test_distillation_kl_by_hand_on_three_labels():
+    old = T([[[0.0, 0.0, math.log(2.0)]]])          # softmax: 0.25, 0.25, 0.5
+    new = torch.zeros(1, 1, 3)                      # uniform
+    mask = torch.ones(1, 1, dtype=torch.bool)
+    kl = 0.25 * math.log(0.75) * 2 + 0.5 * math.log(1.5)   # Σ p_old log(p_old / p_new) = ½ ln 1.125
+    assert distillation_kl(new, old, mask, 1.0).item() == pytest.approx(kl)
+    # T = 2 on logits twice as large: the same distributions, times T² = 4
+    assert distillation_kl(new, 2 * old, mask, 2.0).item() == pytest.approx(4 * kl)
+    # positions outside the mask do not count
+    two = torch.cat([old, torch.full((1, 1, 3), 9.0)], dim=1)
+    assert distillation_kl(torch.zeros(1, 2, 3), two, T([[True, False]]), 1.0).item() == pytest.approx(kl)
+
+
+# ---------------------------------------------------------------- LwF
+
+def test_lwf_teacher_is_the_model_before_the_task(cl_root):
+    checks = []
+
+    class Spy(type(create_method("lwf"))):
+        def after_stage(self, ctx):
+            self.end = {n: p.detach().clone() for n, p in ctx.backbone.trainable_parameters().items()}
+
+        def loss(self, ctx, examples):
+            if ctx.stage_index == 1 and ctx.step == 0 and not checks:
+                assert all(torch.equal(self.teacher[n], self.end[n]) for n in self.end)  # weights at task 0's end
+                old = teacher_logits(ctx.backbone, self.tracked, self.teacher, examples)
+                with ctx.backbone.inference():
+                    now, _ = ctx.backbone.output_logits(examples)  # before its first step: the same model
+                checks.append(torch.allclose(old, now, atol=1e-5))
+            return super().loss(ctx, examples)
+
+    toy_run(cl_root, Spy())
+    assert checks == [True]
+
+
+def test_lwf_on_an_encoder_distils_the_old_tasks_labels(cl_root):
+    method = create_method("lwf")
+    toy_run(cl_root, method, "bert", "encoder")
+    assert method.old_labels == ["Sports", "World"]  # agnews' labels, while amazon trains
+
+
+# ---------------------------------------------------------------- L2P
+
+def test_l2p_chooses_the_closest_keys_and_its_key_loss_by_hand():
+    query = T([[1.0, 0.0], [0.0, 2.0]])
+    keys = T([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [-1.0, 0.0]])
+    indices, sims = choose_prompts(query, keys, 2)
+    assert indices.tolist() == [[0, 1], [2, 1]]
+    assert torch.allclose(sims, T([[1.0, 0.6], [1.0, 0.8]]))
+    assert key_loss(sims).item() == pytest.approx(((0 + 0.4) + (0 + 0.2)) / 2)
+
+
+@pytest.mark.parametrize("arch,kind", [("gpt", "causal"), ("t5", "seq2seq"), ("bert", "encoder")])
+def test_l2p_trains_only_prompts_and_keys(cl_root, arch, kind):
+    cfg = parse_config(tiny_config(cl_root, arch, kind, "lora", max_steps=3))
+    tasks, world = build_tasks(cfg)
+    backbone = prepare_backbone(cfg, tasks, world, make_accelerator())
+    before = {n: p.detach().clone() for n, p in backbone.model.named_parameters()}
+    method = create_method("l2p", {"pool_size": 4, "prompt_length": 2, "top_n": 2})
+    run_sequence(cfg, tasks, backbone, method)
+    after = dict(backbone.model.named_parameters())
+    trainable = sorted(n for n, p in after.items() if p.requires_grad)
+    assert trainable == ["cl_prompt.keys", "cl_prompt.prompts"]
+    assert all(torch.equal(before[n], after[n]) for n in before)                       # the backbone is untouched
+    assert not torch.equal(method.pool.prompts, method.pool.prompts.detach() * 0)      # and the prompts exist
+    assert method.pool.matched.shape[1] == 2
+
+
+# ---------------------------------------------------------------- MoELoRA
+
+def test_router_weights_sum_to_one_and_top_k_keeps_k():
+    router = Router(6, 4, None, per_sequence=False)
+    torch.nn.init.normal_(router.linear.weight)
+    x = torch.randn(2, 5, 6)
+    gate = router(x)
+    assert gate.shape == (2, 5, 4) and torch.allclose(gate.sum(-1), torch.ones(2, 5))
+    router.top_k = 2
+    gate = router(x)
+    assert torch.allclose(gate.sum(-1), torch.ones(2, 5)) and ((gate > 0).sum(-1) == 2).all()
+    router.per_sequence = True
+    assert router(x).shape == (2, 1, 4)
+
+
+def test_moe_lora_with_one_expert_is_plain_lora(cl_root):
+    r1, b1, _, _ = toy_run(cl_root, create_method("moe_lora", {"experts": 1}))
+    r2, b2, _, _ = toy_run(cl_root, create_method("seq"))
+    assert r1.acc_matrix == r2.acc_matrix
+    lora = {n: p for n, p in b2.model.named_parameters() if ".lora_" in n}
+    moe = {n.replace(".layer.", "."): p for n, p in b1.model.named_parameters() if ".lora_" in n}
+    assert lora.keys() == moe.keys() and all(torch.equal(lora[n], moe[n]) for n in lora)
+
+
+def test_moe_lora_gradients_reach_only_the_selected_expert(cl_root):
+    cfg = parse_config(tiny_config(cl_root, "gpt", "causal", "lora"))
+    tasks, world = build_tasks(cfg)
+    backbone = prepare_backbone(cfg, tasks, world, make_accelerator())
+    method = create_method("moe_lora", {"experts": 3, "top_k": 1})
+    from continual_lm.methods.context import TrainContext
+    import random
+    ctx = TrainContext(cfg, backbone, make_accelerator(), tasks, lambda r: None, random.Random(0))
+    method.setup(ctx)
+    for mixture in method.mixtures.values():
+        torch.nn.init.constant_(mixture.cl_gate.linear.bias, 0.0)
+        mixture.cl_gate.linear.bias.data[2] = 10.0                    # every token goes to expert 2
+    backbone.loss(tasks[0].train[:4]).backward()
+    grads = {n: p.grad for n, p in backbone.model.named_parameters() if ".lora_B." in n}
+    chosen = [g for n, g in grads.items() if ".expert2." in n]
+    others = [g for n, g in grads.items() if ".expert2." not in n]
+    assert chosen and all(g is not None and g.abs().sum() > 0 for g in chosen)
+    assert others and all(g is None or g.abs().sum() == 0 for g in others)
+
+
+# ---------------------------------------------------------------- SAPT
+
+def test_sapt_attention_over_task_blocks_by_hand():
+    a = attention_over_tasks(T([[1.0, 0.0]]), T([[1.0, 0.0], [0.0, 1.0]]))
+    e = math.exp(1 / math.sqrt(2))
+    assert torch.allclose(a, T([[e / (e + 1), 1 / (e + 1)]]))
+
+
+def fake_samples(examples_by_task):
+    """A stand-in for the model's sampler: well-formed pseudo-examples of the task the start text names."""
+    def sample(backbone, start, n, *args):
+        task = start.split()[-1]
+        return [f"{examples_by_task[task][i % 4].prompt} {examples_by_task[task][i % 4].target}" for i in range(n)]
+    return sample
+
+
+def test_sapt_freezes_old_blocks_and_reflects_on_pseudo_examples(cl_root, monkeypatch):
+    cfg = parse_config(tiny_config(cl_root, "gpt", "causal", "lora", max_steps=3))
+    tasks, world = build_tasks(cfg)
+    monkeypatch.setattr(sapt_module, "sample_texts", fake_samples({t.name: t.train for t in tasks}))
+    backbone = prepare_backbone(cfg, tasks, world, make_accelerator())
+    seen = {}
+
+    class Spy(type(create_method("sapt"))):
+        def after_stage(self, ctx):
+            seen[ctx.stage_index] = {n: p.detach().clone() for n, p in ctx.backbone.model.named_parameters()
+                                     if ".default." in n}
+            seen[f"trainable{ctx.stage_index}"] = {n for n, p in ctx.backbone.model.named_parameters() if p.requires_grad}
+
+        def loss(self, ctx, examples):
+            if ctx.stage_index == 1:
+                seen.setdefault("reflection", len(self.reflection))
+                seen.setdefault("targets", [a for _, a in self.reflection][:1])
+            return super().loss(ctx, examples)
+
+    method = Spy(gamma=0.5)
+    run_sequence(cfg, tasks, backbone, method)
+    assert all(torch.equal(seen[0][n], seen[1][n]) for n in seen[0])                  # task 0's block untouched
+    assert all(".task1." in n or "cl_sapt" in n for n in seen["trainable1"])
+    assert seen["reflection"] == 12 and seen["targets"][0].shape == (1,)               # 0.5 · 24, over 1 old block
+    assert [len(m.adapters) for m in method.mixtures.values()][0] == 2
+    assert len(method.alsm.keys) == 2 and method.alsm.current.shape[-1] == 2
+
+
+def test_generative_methods_refuse_an_encoder_before_training(cl_root, tmp_path):
+    for name in ("sapt", "lfpt5"):
+        cfg = parse_config(tiny_config(cl_root, "bert", "encoder", "lora", method=name))
+        with pytest.raises(ConfigError, match=f"method '{name}' generates pseudo-examples: it needs model.kind"):
+            run_experiment(cfg, tmp_path / name)
+
+
+# ---------------------------------------------------------------- LFPT5
+
+def test_generation_example_format():
+    ex = Example("What is it?\nAnswer:", "World", "agnews")
+    assert task_start("agnews") == f"{GEN} agnews"
+    assert generation_example(ex, task_start("agnews")) == Example("__gen__ agnews", "What is it?\nAnswer: World", "agnews")
+
+
+def test_lfpt5_generates_old_pseudo_examples_mixes_them_in_and_trains_only_the_prompt(cl_root, monkeypatch):
+    cfg = parse_config(tiny_config(cl_root, "t5", "seq2seq", "lora", max_steps=2))
+    tasks, world = build_tasks(cfg)
+    monkeypatch.setattr(lfpt5_module, "sample_texts", fake_samples({t.name: t.train for t in tasks}))
+    backbone = prepare_backbone(cfg, tasks, world, make_accelerator())
+    batches = []
+    real_loss = backbone.loss
+    backbone.loss = lambda examples: (batches.append(list(examples)), real_loss(examples))[1]
+    method = create_method("lfpt5", {"prompt_length": 3, "gamma": 0.5})
+    before = {n: p.detach().clone() for n, p in backbone.model.named_parameters() if not n.startswith("cl_")}
+    run_sequence(cfg, tasks, backbone, method)
+    assert method.counts == {"amazon": {"agnews": 12}}             # 0.5 · 24 sampled and parsed before amazon
+    # label distillation: each kept pseudo-example is answered as the model answered it before amazon (empty
+    # answers are dropped)
+    assert 0 < len(method.pseudo) <= 12 and {ex.task for ex in method.pseudo} == {"agnews"}
+    stage1 = [b for b in batches if any(ex.task == "amazon" for ex in b)]
+    assert stage1 and all(sum(ex.task == "agnews" for ex in b) == 2 for b in stage1[:1])  # 0.5 · 4 pseudo per batch
+    gen = [b for b in batches if b and b[0].prompt.startswith(GEN)]
+    assert gen and {b[0].prompt for b in gen} >= {"__gen__ agnews", "__gen__ amazon"}
+    after = dict(backbone.model.named_parameters())
+    assert [n for n, p in after.items() if p.requires_grad] == ["cl_prompt.prompt"]
+    assert all(torch.equal(before[n], after[n]) for n in before)
+
+
+@pytest.mark.parametrize("name,arch,kind", [("l2p", "gpt", "causal"), ("lwf", "t5", "seq2seq"),
+                                            ("moe_lora", "bert", "encoder"), ("lfpt5", "gpt", "causal"),
+                                            ("sapt", "t5", "seq2seq"), ("lwf", "gpt", "causal")])
+def test_new_methods_run_end_to_end(cl_root, tmp_path, name, arch, kind):
+    cfg = parse_config(tiny_config(cl_root, arch, kind, "lora", method=name, max_steps=2,
+                                   params={"max_new_tokens": 6} if name in ("lfpt5", "sapt") else {}))
+    record, folder = run_experiment(cfg, tmp_path / name)
+    assert len(record.acc_matrix) == 2 and (folder / "metrics.json").exists()
