@@ -1,6 +1,6 @@
 """Every baseline that works on any trainable parameters, on the Biography default experiment (Task 0 → Task 1), full
-fine-tuning as the default experiment does, seeds 0-2, next to seq. The LoRA-only baselines (IncLoRA, O-LoRA):
-benchmarks/baselines_biography_lora.py.
+fine-tuning as the default experiment does, seeds 0-2, next to seq (L2P and LFPT5 freeze the model and train their
+prompts). The LoRA-only baselines (IncLoRA, O-LoRA, MoELoRA, SAPT): benchmarks/baselines_biography_lora.py.
 
 EWC's λ is the one chosen by the spurious-forgetting sweep on this same setting (benchmarks/spurious_forgetting.py).
 
@@ -13,7 +13,8 @@ from continual_lm.experiments.benchmark import Preset, grid_benchmark
 from continual_lm.experiments.spurious import default_config_path
 
 HERE = Path(__file__).resolve().parent
-METHODS = ["seq", "replay", "ewc", "tasl", "migu", "vr_mcl", "recurrent_kif", "recurrent_kif:reference_code"]
+METHODS = ["seq", "replay", "ewc", "tasl", "migu", "vr_mcl", "recurrent_kif", "recurrent_kif:reference_code", "lwf", "l2p",
+           "lfpt5"]
 EWC_LAMBDA = "method_params.ewc.lambda_ewc=1000.0"
 
 PRESET = Preset(default_config_path(), "baselines_biography.json", METHODS, [0, 1, 2], overrides=[EWC_LAMBDA],

@@ -1,4 +1,4 @@
-"""The LoRA-only baselines (IncLoRA, O-LoRA) on the Biography default experiment, next to SeqLoRA: LoRA r 16 on every
+"""The LoRA-only baselines (IncLoRA, O-LoRA, MoELoRA, SAPT) on the Biography default experiment, next to SeqLoRA: LoRA r 16 on every
 attention and MLP projection of the tiny GPT, lr 1e-3, seeds 0-2.
 
     python benchmarks/baselines_biography_lora.py [--quick] [--out FILE] [--seeds 0,1,2] [--resume] ...
@@ -13,7 +13,7 @@ HERE = Path(__file__).resolve().parent
 LORA = ["model.finetune=lora", "model.lora.r=16", "model.lora.alpha=32", "model.lora.target_modules=[c_attn, c_proj, c_fc]",
         "training.lr=0.001"]
 
-PRESET = Preset(default_config_path(), "baselines_biography_lora.json", ["seq", "inc_lora", "o_lora"], [0, 1, 2],
+PRESET = Preset(default_config_path(), "baselines_biography_lora.json", ["seq", "inc_lora", "o_lora", "moe_lora", "sapt"], [0, 1, 2],
                 overrides=LORA, quick={"seeds": [0]})
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ from continual_lm.experiments.benchmark import Preset, grid_benchmark
 
 HERE = Path(__file__).resolve().parent
 METHODS = ["seq", "inc_lora", "replay", "ewc", "o_lora", "tasl", "migu", "vr_mcl", "recurrent_kif",
-           "recurrent_kif:reference_code", "mtl"]
+           "recurrent_kif:reference_code", "lwf", "l2p", "moe_lora", "mtl"]
+# LFPT5 and SAPT generate pseudo-examples: not on this encoder backbone (they stop before training, saying so).
 DATA = f"data.data_dir={HERE.parents[1] / 'shared' / 'data' / 'cl_benchmark'}"
 
 PRESET = Preset(HERE.parent / "configs" / "long_sequence.yaml", "long_sequence.json", METHODS, [0], [4],
