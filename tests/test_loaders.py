@@ -1,5 +1,7 @@
 import json
 import logging
+import re
+from pathlib import Path
 
 import pytest
 from conftest import SHARED_DATA, needs_shared_data, toy_records, write_cl_task
@@ -119,7 +121,7 @@ def test_benchmark_orders_and_unknown_task(cl_root):
     assert all(sorted(o) == sorted(ORDERS["long"][4]) for o in ORDERS["long"].values())
     with pytest.raises(ConfigError, match="orders"):
         task_order("standard", 9)
-    with pytest.raises(ConfigError, match=r"unknown task\(s\) \['yahoo'\]"):
+    with pytest.raises(ConfigError, match=r"task\(s\) \['yahoo'\] not in"):
         load_benchmark("standard", cl_root, tasks=["agnews", "yahoo"])
     tasks = load_benchmark("custom", cl_root, tasks=["amazon", "agnews"], n_train=4)
     assert [t.name for t in tasks] == ["amazon", "agnews"] and len(tasks[0].train) == 4
@@ -136,3 +138,64 @@ def test_real_cl_benchmark_and_superni():
     assert len(mnli.test) == 7600 - 131
     sni = load_benchmark("superni", SHARED_DATA / "superni", n_train=5, n_test=5)
     assert len(sni) == 15 and sni[1].metric == "exact_match" and sni[0].metric == "rouge_l"
+
+
+# ---------------------------------------------------------------- TRACE (issue 15)
+
+def write_trace_task(root, name, train=None, test=None):
+    d = root / name
+    d.mkdir(parents=True)
+    rec = [{"prompt": f"{name} question {i}\nAnswer:", "answer": "A" if i % 2 else "B"} for i in range(6)]
+    for split, records in (("train", train), ("test", test)):
+        if records is not False:
+            (d / f"{split}.json").write_text(json.dumps(records or rec))
+    return d
+
+
+def test_trace_layout_any_task_folder_with_per_task_metrics(tmp_path):
+    write_trace_task(tmp_path, "FOMC")
+    write_trace_task(tmp_path, "MyNewTask")
+    tasks = load_benchmark("trace", tmp_path, tasks=["FOMC", "MyNewTask"], n_train=4)
+    assert [(t.name, t.metric, len(t.train), len(t.test)) for t in tasks] == [("FOMC", "choice_letter", 4, 6),
+                                                                             ("MyNewTask", "exact_match", 4, 6)]
+    assert tasks[0].test[0].prompt == "FOMC question 0\nAnswer:" and tasks[0].test[0].target == "B"
+
+
+def test_trace_missing_task_or_split_says_how_to_leave_it_out(tmp_path):
+    write_trace_task(tmp_path, "FOMC")
+    write_trace_task(tmp_path, "MeetingBank", train=False)
+    with pytest.raises(ConfigError, match=re.escape("task(s) ['C-STANCE', 'Py150', 'ScienceQA', 'NumGLUE-cm', "
+                                                    "'NumGLUE-ds', '20Minuten'] not in") + ".*to leave them out: "
+                                          + re.escape("data.tasks: [FOMC, MeetingBank]")):
+        load_benchmark("trace", tmp_path)
+    with pytest.raises(DataError, match=re.escape("MeetingBank: no train.json") + ".*"
+                                        + re.escape("leave the task out with data.tasks: [FOMC]")):
+        load_benchmark("trace", tmp_path, tasks=["FOMC", "MeetingBank"])
+
+
+def test_data_metrics_override_a_tasks_metric(cl_root):
+    from conftest import tiny_config
+
+    from continual_lm.config import parse_config
+    from continual_lm.experiments.setup import build_tasks
+    raw = tiny_config(cl_root)
+    raw["data"]["metrics"] = {"amazon": "choice_letter"}
+    tasks, _ = build_tasks(parse_config(raw))
+    assert [t.metric for t in tasks] == ["exact_match", "choice_letter"]
+    raw["data"]["metrics"] = {"yelp": "number"}
+    with pytest.raises(ConfigError, match=re.escape("data.metrics: no task ['yelp'] in this run")):
+        build_tasks(parse_config(raw))
+
+
+@needs_shared_data("trace")
+def test_trace_runs_end_to_end_with_a_tiny_causal_model(tmp_path):
+    from continual_lm.config import load_config
+    from continual_lm.experiments.runner import run_experiment
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "trace.yaml",
+                      [f"data.data_dir={SHARED_DATA / 'trace'}", "data.n_train=8", "data.n_test=4",
+                       "training.max_steps=2", "model.tiny.width=32", "model.max_new_tokens=4"])
+    record, folder = run_experiment(cfg, tmp_path / "trace")
+    assert record.tasks == ["C-STANCE", "FOMC", "Py150", "NumGLUE-ds", "20Minuten"]
+    assert record.task_metrics == {"C-STANCE": "choice_letter", "FOMC": "choice_letter", "Py150": "edit_similarity",
+                                   "NumGLUE-ds": "number", "20Minuten": "sari"}
+    assert "Scored by C-STANCE: choice_letter" in (folder / "report.md").read_text()

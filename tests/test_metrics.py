@@ -1,8 +1,9 @@
 import pytest
 
-from continual_lm.evaluation.metrics import (average_performance, backward_transfer, exact_match, forgetting,
-                                             forward_transfer, learning_accuracy, normalize_answer,
-                                             overall_performance, rouge_l, score, summarize)
+from continual_lm.evaluation.metrics import (average_performance, backward_transfer, forgetting, forward_transfer,
+                                             learning_accuracy, overall_performance, summarize)
+from continual_lm.evaluation.scores import (choice_letter, edit_similarity, exact_match, normalize_answer, number,
+                                            rouge_l, sari, score, tokenize_13a)
 from continual_lm.reporting.report import paired_differences, paired_table
 
 MATRIX = [[80.0, 10.0, 5.0],
@@ -59,15 +60,6 @@ def test_exact_match_normalises():
     assert exact_match("b", ["a", "b"]) == 100.0
 
 
-def test_rouge_l_hand_computed():
-    # LCS("the cat sat on mat", "cat sat on the mat") after dropping articles: [cat sat on mat] vs [cat sat on mat]
-    assert rouge_l("the cat sat on mat", ["cat sat on the mat"]) == pytest.approx(100.0)
-    # pred "x y z w" vs ref "x z v": LCS = 2 (x z); P = 2/4, R = 2/3, F = 2PR/(P+R) = 4/7
-    assert rouge_l("x y z w", ["x z v"]) == pytest.approx(100 * 4 / 7)
-    assert rouge_l("", ["x"]) == 0.0
-    assert score("rouge_l", ["x y z w", "q"], [["x z v"], ["q"]]) == pytest.approx((100 * 4 / 7 + 100) / 2)
-
-
 def test_score_rejects_mismatch_and_empty():
     with pytest.raises(ValueError):
         score("exact_match", ["a"], [])
@@ -86,3 +78,66 @@ def test_paired_differences_hand_computed():
     assert diffs["a"] == {"cells": 3, "op": {"mean": 1.33, "se": 0.88}, "bwt": {"mean": -1.0, "se": 0.0}}
     assert diffs["mtl"] == {"cells": 1, "op": {"mean": 4.0, "se": None}, "bwt": None}
     assert paired_table(diffs, "seq").splitlines()[2:] == ["| a | 3 | +1.3 ± 0.9 | -1.0 ± 0.0 |", "| mtl | 1 | +4.0 | – |"]
+
+
+# ---------------------------------------------------------------- answer scoring: cases observed to be wrong (issue 15)
+
+def test_an_empty_prediction_never_matches_a_letter_answer():
+    # SQuAD normalisation drops the article "a": gold "A" became "", and an empty prediction scored 100.
+    assert normalize_answer("A") == "a" and normalize_answer("The") == "the"
+    assert exact_match("", ["A"]) == 0.0 and exact_match("   ", ["A"]) == 0.0
+    assert exact_match("A", ["A"]) == 100.0 and exact_match("a.", ["A"]) == 100.0
+    assert exact_match("B", ["A"]) == 0.0
+    assert score("exact_match", ["", "", "", ""], [["A"], ["B"], ["A"], ["C"]]) == 0.0  # an untrained model: 0, not 50
+
+
+def test_a_multi_line_gold_is_matched_on_its_lines():
+    gold = "B\nA clause is a group of words"
+    assert exact_match("B\nA clause is a group of words", [gold]) == 100.0
+    assert exact_match("B\nA clause is a group of words\nand more text after", [gold]) == 100.0  # 2 lines compared
+    assert exact_match("World\nWhat is the topic?", ["World"]) == 100.0                          # 1 line compared
+    assert choice_letter("B\nA clause is", [gold]) == 100.0 and choice_letter("A\nB", [gold]) == 0.0
+
+
+def test_numbers_keep_their_decimal_point():
+    assert normalize_answer("17.48") == "17.48" and normalize_answer("1,000 apples.") == "1,000 apples"
+    assert exact_match("1748", ["17.48"]) == 0.0 and exact_match("17.48", ["17.48"]) == 100.0
+    assert exact_match("October 2 , 1996", ["October 2, 1996"]) == 100.0  # a comma between words still goes
+
+
+def test_choice_letter_by_hand():
+    assert choice_letter("B", ["B"]) == 100.0
+    assert choice_letter("(C) the third", ["C"]) == 100.0 and choice_letter(" b) yes", ["B"]) == 100.0
+    assert choice_letter("", ["A"]) == 0.0 and choice_letter("Because", ["B"]) == 0.0   # a word is not a letter
+    assert score("choice_letter", ["A", "C", ""], [["A"], ["B"], ["C"]]) == pytest.approx(100 / 3)
+
+
+def test_number_by_hand():
+    assert number("The answer is 2.0 moles", ["2"]) == 100.0 and number("2", ["2.5"]) == 0.0
+    assert number("1748", ["17.48"]) == 0.0 and number("1,000", ["1000"]) == 100.0 and number("-3", ["-3.0"]) == 100.0
+    assert number("", ["2"]) == 0.0 and number("two", ["2"]) == 0.0
+
+
+def test_rouge_l_by_hand():
+    # pred "x y z w" vs ref "x z v": LCS = 2 (x z); P = 2/4, R = 2/3, F = 2PR/(P+R) = 4/7
+    assert rouge_l("x y z w", ["x z v"]) == pytest.approx(100 * 4 / 7)
+    assert rouge_l("the cat sat on the mat", ["cat sat on mat"]) == pytest.approx(100 * 0.8)  # LCS 4: P 4/6, R 1
+    assert rouge_l("", ["x"]) == 0.0
+    assert rouge_l("q", ["x", "q"]) == 100.0                                                   # best answer
+    assert score("rouge_l", ["x y z w", "q"], [["x z v"], ["q"]]) == pytest.approx((100 * 4 / 7 + 100) / 2)
+
+
+def test_edit_similarity_by_hand():
+    assert edit_similarity("abcd", ["abce"]) == 75.0           # Indel distance 2 over 8 characters
+    assert edit_similarity("x = 0", ["x = <NUM_LIT>"]) == 100.0  # TRACE's literal placeholders
+    assert edit_similarity("s = 'a'", ["s = '<STR_LIT:a>'"]) == 100.0
+    assert edit_similarity("", ["abc"]) == 0.0
+
+
+def test_sari_on_the_reference_implementations_example():
+    """The documented example of the HF/EASSE SARI: 26.953601953601954."""
+    source = "About 95 species are currently accepted."
+    refs = ["About 95 species are currently known.", "About 95 species are now accepted.", "95 species are now accepted."]
+    assert sari("About 95 you now get in.", refs, source) == pytest.approx(26.953601953601954)
+    assert tokenize_13a("accepted. 3.5 a-b, c") == "accepted . 3.5 a-b , c"
+    assert score("sari", ["About 95 you now get in."], [refs], [source]) == pytest.approx(26.953601953601954)

@@ -53,13 +53,15 @@ class ModelSettings(_Strict):
 
 
 class DataSettings(_Strict):
-    benchmark: Literal["standard", "long", "superni", "custom", "biography"] = "standard"
+    benchmark: Literal["standard", "long", "superni", "trace", "custom", "biography"] = "standard"
     data_dir: str | None = None
     order: int | None = None
     tasks: list[str] | None = None
     n_train: int | None = 1000
     n_test: int | None = None
     biography: dict[str, Any] = {}   # BiographySettings fields, validated by data.biography
+    # The metric of a task, instead of the one its benchmark chooses (evaluation/scores.py)
+    metrics: dict[str, Literal["exact_match", "choice_letter", "number", "rouge_l", "edit_similarity", "sari"]] = {}
 
 
 class TaskOverride(_Strict):
@@ -151,7 +153,7 @@ class ExperimentConfig(_Strict):
     def _consistent(self) -> "ExperimentConfig":
         if self.data.benchmark == "biography" and self.model.kind != "causal":
             raise ValueError("model.kind: the biography benchmark needs a causal LM")
-        if self.data.benchmark in ("standard", "long", "superni", "custom") and not self.data.data_dir:
+        if self.data.benchmark in ("standard", "long", "superni", "trace", "custom") and not self.data.data_dir:
             raise ValueError(f"data.data_dir: benchmark {self.data.benchmark!r} needs a data folder")
         if self.pretrain is not None and self.model.tiny is None:
             raise ValueError("pretrain: pre-training from scratch needs model.tiny")

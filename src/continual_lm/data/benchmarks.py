@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConfigError
-from .loaders import load_cl_benchmark_task, load_superni_task, load_task_dir
+from ..errors import ConfigError, DataError
+from .loaders import load_cl_benchmark_task, load_instruction_task, load_superni_task, load_task_dir
 from .task import Task
 
 STANDARD_TASKS = ["dbpedia", "amazon", "yahoo", "agnews"]
@@ -37,7 +37,14 @@ ORDERS: dict[str, dict[int, list[str]]] = {
             "task875_emotion_classification"],
     },
 }
-DEFAULT_ORDER = {"standard": 1, "long": 4, "superni": 1}
+# TRACE (Wang et al., 2023), the paper's order; its metric per task (TRACE's evaluations/: the option letter, the
+# number, ROUGE-L, edit similarity, SARI). A TRACE-layout task of another name is scored by exact match.
+TRACE_TASKS = ["C-STANCE", "FOMC", "MeetingBank", "Py150", "ScienceQA", "NumGLUE-cm", "NumGLUE-ds", "20Minuten"]
+ORDERS["trace"] = {1: TRACE_TASKS}
+TRACE_METRICS = {"C-STANCE": "choice_letter", "FOMC": "choice_letter", "ScienceQA": "choice_letter",
+                 "NumGLUE-cm": "number", "NumGLUE-ds": "number", "MeetingBank": "rouge_l", "Py150": "edit_similarity",
+                 "20Minuten": "sari"}
+DEFAULT_ORDER = {"standard": 1, "long": 4, "superni": 1, "trace": 1}
 
 
 def task_order(benchmark: str, order: int | None = None) -> list[str]:
@@ -64,6 +71,23 @@ def load_benchmark(benchmark: str, data_dir: str | Path, order: int | None = Non
     known = {p.name for p in data_dir.iterdir() if p.is_dir()}
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ConfigError(f"data.tasks: unknown task(s) {unknown} in {data_dir}; available: {sorted(known)}")
+        present = [n for n in names if n in known]
+        raise ConfigError(f"data.tasks: task(s) {unknown} not in {data_dir}; available: {sorted(known)}"
+                          + (f"; to leave them out: data.tasks: [{', '.join(present)}]" if present else ""))
+    if benchmark == "trace":
+        return [load_trace_task(data_dir / n, n_train, n_test, seed, TRACE_METRICS.get(n, "exact_match"), names)
+                for n in names]
     loader = load_superni_task if benchmark == "superni" else load_cl_benchmark_task
     return [loader(data_dir / n, n_train, n_test, seed) for n in names]
+
+
+def load_trace_task(task_dir: Path, n_train: int | None, n_test: int | None, seed: int, metric: str,
+                    sequence: list[str]) -> Task:
+    """A TRACE-layout task folder (``train.json``, ``test.json``: lists of {prompt, answer}; ``eval.json`` unused)."""
+    for split in ("train.json", "test.json"):
+        if not (task_dir / split).exists():
+            rest = [n for n in sequence if n != task_dir.name]
+            raise DataError(f"{task_dir}: no {split} (TRACE's MeetingBank release has no 500-example train file); "
+                            f"leave the task out with data.tasks: [{', '.join(rest)}]")
+    return load_instruction_task(task_dir / "train.json", task_dir / "test.json", task_dir.name, metric, n_train,
+                                 n_test, seed)

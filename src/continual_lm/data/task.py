@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Metric = Literal["exact_match", "rouge_l"]
+Metric = Literal["exact_match", "choice_letter", "number", "rouge_l", "edit_similarity", "sari"]  # evaluation/scores.py
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from ..data.task import Task
 from ..models.backbone import Backbone
-from .metrics import score
+from .scores import score
 
 
 @dataclass
@@ -24,4 +24,5 @@ def evaluate_task(backbone: Backbone, task: Task, batch_size: int = 64, max_exam
             chunk = order[start:start + batch_size]
             for i, answer in zip(chunk, backbone.predict([examples[i] for i in chunk])):
                 predictions[i] = answer
-    return Evaluation(score(task.metric, predictions, [ex.answers for ex in examples]), predictions)
+    return Evaluation(score(task.metric, predictions, [ex.answers for ex in examples], [ex.prompt for ex in examples]),
+                      predictions)

@@ -1,4 +1,5 @@
-"""Scores and continual-learning metrics. The one place these formulas live.
+"""Continual-learning metrics from an accuracy matrix: the one place these formulas live (one answer's score:
+``scores.py``).
 
 ``acc_matrix[i][j]`` is the score (%) on task j after training on task i.
 - OP  = mean_j acc_matrix[K-1][j]
@@ -15,63 +16,7 @@ task (a square matrix) and are None otherwise (joint multi-task training has one
 """
 from __future__ import annotations
 
-import re
-import string
 from collections.abc import Sequence
-
-_PUNCT = set(string.punctuation)
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-
-
-def normalize_answer(text: str) -> str:
-    """Lower case, drop punctuation and articles, fold white space (SQuAD-style)."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
-    return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-def exact_match(prediction: str, answers: Sequence[str]) -> float:
-    pred = normalize_answer(prediction)
-    return 100.0 if any(pred == normalize_answer(a) for a in answers) else 0.0
-
-
-def _lcs_length(a: list[str], b: list[str]) -> int:
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
-
-
-def rouge_l(prediction: str, answers: Sequence[str]) -> float:
-    """ROUGE-L F1 (%) on normalised tokens, best over the acceptable answers."""
-    pred = normalize_answer(prediction).split()
-    best = 0.0
-    for answer in answers:
-        ref = normalize_answer(answer).split()
-        if not pred or not ref:
-            best = max(best, 100.0 if pred == ref else 0.0)
-            continue
-        lcs = _lcs_length(pred, ref)
-        if lcs:
-            p, r = lcs / len(pred), lcs / len(ref)
-            best = max(best, 100.0 * 2 * p * r / (p + r))
-    return best
-
-
-SCORERS = {"exact_match": exact_match, "rouge_l": rouge_l}
-
-
-def score(metric: str, predictions: Sequence[str], answers: Sequence[Sequence[str]]) -> float:
-    """Mean score (%) of predictions against their acceptable answers."""
-    if len(predictions) != len(answers):
-        raise ValueError(f"{len(predictions)} predictions for {len(answers)} examples")
-    if not predictions:
-        raise ValueError("cannot score an empty test set")
-    fn = SCORERS[metric]
-    return sum(fn(p, a) for p, a in zip(predictions, answers)) / len(predictions)
-
 
 def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None

@@ -29,10 +29,16 @@ def cache_root() -> Path:
 
 def build_tasks(cfg: ExperimentConfig) -> tuple[list[Task], BiographyWorld | None]:
     d = cfg.data
-    if d.benchmark == "biography":
-        world = build_world(d.biography)
-        return world.tasks(), world
-    return load_benchmark(d.benchmark, d.data_dir or "", d.order, d.n_train, d.n_test, cfg.seed, d.tasks), None
+    world = build_world(d.biography) if d.benchmark == "biography" else None
+    tasks = world.tasks() if world else load_benchmark(d.benchmark, d.data_dir or "", d.order, d.n_train, d.n_test,
+                                                       cfg.seed, d.tasks)
+    names = [t.name for t in tasks]
+    unknown = sorted(set(d.metrics) - set(names))
+    if unknown:
+        raise ConfigError(f"data.metrics: no task {unknown} in this run; its tasks: {names}")
+    for task in tasks:
+        task.metric = d.metrics.get(task.name, task.metric)
+    return tasks, world
 
 
 def corpus_of(tasks: list[Task]) -> list[str]:

@@ -91,6 +91,7 @@ class LFPT5(Method):
             parsed = pseudo_examples(samples, task.name)
             with ctx.backbone.inference():  # label distillation: the answers the model gives before the new task
                 answers = ctx.backbone.predict(parsed) if parsed else []
+            answers = [a.strip().split("\n")[0] for a in answers]  # an answer is one line
             self.pseudo += [Example(ex.prompt, a, ex.task) for ex, a in zip(parsed, answers) if a.strip()]
             self.counts.setdefault(ctx.task.name, {})[task.name] = len(parsed)
         ctx.log({"event": "lfpt5_pseudo", "stage": ctx.task.name, "parsed": self.counts[ctx.task.name],

@@ -11,7 +11,7 @@ import re
 import torch
 
 from ..data.task import Example
-from ..evaluation.metrics import normalize_answer
+from ..evaluation.scores import normalize_answer
 
 GEN = "__gen__"
 

@@ -207,8 +207,9 @@ class CausalLMBackbone(Backbone):
 
     @torch.no_grad()
     def predict(self, examples: list[Example]) -> list[str]:
-        texts = self._generate([ex.prompt for ex in examples], self.settings.max_new_tokens, do_sample=False)
-        return [t.strip().split("\n")[0] for t in texts]
+        # The whole generated text: each metric reads what it needs (exact match as many lines as the answer has).
+        return [t.strip() for t in self._generate([ex.prompt for ex in examples], self.settings.max_new_tokens,
+                                                  do_sample=False)]
 
     @torch.no_grad()
     def sample(self, prompts: list[str], max_new_tokens: int, top_k: int) -> list[str]:

@@ -31,7 +31,8 @@ def run_report(record: RunRecord) -> str:
         f"# {record.name} — {record.method}", "",
         f"OP **{_fmt(record.op)}** · BWT **{_fmt(record.bwt)}** · FWT **{_fmt(record.fwt)}** · "
         f"LA **{_fmt(record.la)}** · F **{_fmt(record.f)}** · AP **{_fmt(record.ap)}** · {record.seconds:.0f} s", "",
-        "Accuracy matrix (%): row = after training on that stage, column = evaluated task.", "",
+        "Accuracy matrix (%): row = after training on that stage, column = evaluated task."
+        + (" Scored by " + ", ".join(f"{t}: {m}" for t, m in record.task_metrics.items()) + "." if record.task_metrics else ""), "",
         matrix_table(record.tasks, record.stages, record.acc_matrix, record.initial), "",
         *forgetting_table(record.forgetting),
     ])

@@ -72,6 +72,7 @@ class RunRecord:
     curve: dict = field(default_factory=dict)
     method_report: dict = field(default_factory=dict)
     processes: int = 1
+    task_metrics: dict[str, str] = field(default_factory=dict)  # how each task is scored (evaluation/scores.py)
     forgetting: list[dict] | None = None       # the forgetting decomposition, when the run made one
 
     def to_json(self) -> dict:

@@ -44,6 +44,7 @@ class RunResult:
     la: float | None = None                                            # learning accuracy (metrics.py)
     f: float | None = None                                             # forgetting, max-based (metrics.py)
     ap: float | None = None                                            # average performance over stages
+    task_metrics: dict[str, str] = field(default_factory=dict)         # how each task is scored
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -187,6 +188,7 @@ def run_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone, m
 
     return RunResult(tasks=[t.name for t in tasks], stages=[s.name for s in stages], acc_matrix=acc_matrix,
                      initial=initial, seconds=round(time.time() - started, 2), curve=curve,
+                     task_metrics={t.name: t.metric for t in tasks},
                      method_report=method.report(), processes=accelerator.num_processes,
                      **summarize(acc_matrix, initial))
 
