@@ -24,6 +24,9 @@ def test_method_entries():
     with pytest.raises(ConfigError, match="is not KEY=VALUE"):
         split_method_spec("ewc(1000)")
     assert folder_safe("task_vector(end_step=20,alpha=0.2)") == "task_vector-end_step20-alpha0.2"
+    from continual_lm.experiments.benchmark import method_entries
+    assert method_entries("seq, task_vector(end_step=20,alpha=0.2),ewc") == ["seq", "task_vector(end_step=20,alpha=0.2)",
+                                                                             "ewc"]
 
 
 def test_cell_configs_carry_axes_entries_and_overrides(cl_root):
@@ -152,3 +155,20 @@ def test_grid_command_end_to_end_and_merge(cl_root, tmp_path, capsys):
 def test_grid_from_file_names_a_bad_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         grid_from_file(tmp_path / "none.yaml", ["seq"], [0])
+
+
+def test_method_parameters_are_per_label_not_per_setting(tmp_path):
+    setting = {"config": "c.yaml", "overrides": [], "resolved": {"training": {"lr": 0.1}}}
+    a = results_file(tmp_path / "a.json", {**setting, "resolved": {**setting["resolved"], "method_params": {"x": 1}}},
+                     [(1, 0, "seq", 1.0)])
+    b = results_file(tmp_path / "b.json", setting, [(1, 0, "ewc", 2.0)])
+    assert len(merge_runs([a, b], echo=lambda line: None)[1]) == 2       # an older file's method_params do not count
+    rows = json.loads(b.read_text())
+    rows["runs"][0]["method_params"] = {"lambda_ewc": 1.0}
+    b.write_text(json.dumps(rows))
+    c = results_file(tmp_path / "c.json", setting, [(2, 0, "ewc", 3.0), (2, 0, "seq", 3.0)])
+    rows = json.loads(c.read_text())
+    rows["runs"][0]["method_params"] = {"lambda_ewc": 5.0}
+    c.write_text(json.dumps(rows))
+    with pytest.raises(DataError, match="runs labelled 'ewc' were made with different method parameters"):
+        merge_runs([b, c])

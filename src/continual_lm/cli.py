@@ -30,7 +30,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .experiments.runner import run_experiment
     from .experiments.spurious import default_config_path, run_default_experiment
 
-    methods = args.methods.split(",") if args.methods else None
+    from .experiments.benchmark import method_entries
+    methods = method_entries(args.methods) if args.methods else None
     cfg = load_config(args.config or default_config_path(), args.set)
     if args.config is None or (methods and cfg.data.benchmark == "biography"):
         run_default_experiment(args.out, cfg, methods)
@@ -52,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_grid(args: argparse.Namespace) -> int:
     from .errors import ConfigError
-    from .experiments.benchmark import ints
+    from .experiments.benchmark import ints, method_entries
     from .experiments.grid import grid_from_file, merge_runs, run_grid, summarise
 
     if args.out is None:
@@ -65,7 +66,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
         return 0
     if args.config is None:
         raise ConfigError("grid: give a CONFIG (or --merge FILE ...)")
-    methods = args.methods.split(",") if args.methods else ["seq"]
+    methods = method_entries(args.methods) if args.methods else ["seq"]
     grid = grid_from_file(args.config, methods, ints(args.seeds) or [0], ints(args.orders), args.overrides,
                           args.threads)
     run_grid(grid, args.out, args.runs, args.resume)

@@ -60,6 +60,19 @@ def write_results(path: Path, data: dict) -> None:
     print(f"wrote {path}")
 
 
+def method_entries(text: str) -> list[str]:
+    """Comma-separated method entries, commas inside an entry's parentheses kept: "seq,ewc(a=1,b=2)"."""
+    entries, depth, current = [], 0, ""
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            entries.append(current.strip())
+            current = ""
+        else:
+            current += ch
+    return [e for e in [*entries, current.strip()] if e]
+
+
 def ints(text: str | None) -> list[int] | None:
     return None if text is None else [int(x) for x in text.split(",")]
 
@@ -87,7 +100,7 @@ def grid_benchmark(preset: Preset, results: Path, argv: list[str] | None = None,
         else:
             if args.threads:
                 torch.set_num_threads(args.threads)
-            grid = grid_from_file(chosen["config"], args.methods.split(",") if args.methods else chosen["methods"],
+            grid = grid_from_file(chosen["config"], method_entries(args.methods) if args.methods else chosen["methods"],
                                   ints(args.seeds) or chosen["seeds"], ints(args.orders) or chosen["orders"],
                                   [*chosen["overrides"], *args.overrides], args.threads)
             summary = run_grid(grid, out, args.runs, args.resume, discussion, checks=checks)

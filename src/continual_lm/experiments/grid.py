@@ -35,8 +35,10 @@ from ..reporting.report import (PAIRED_KEYS, aggregate_by_method, markdown_table
 from ..reporting.run_folder import RunRecord, atomic_write_text, read_config, write_json
 from .runner import configured_method, run_experiment
 
-# Not part of a grid's pooled setting: the axes, the run name, the threads, where the data lives on this machine.
-NOT_POOLED = ("name", "seed", "method", "data.order", "data.data_dir", "training.num_threads")
+# Not part of a grid's pooled setting: the axes, the run name, the threads, where the data lives on this machine, and
+# the methods' parameters — those belong to a method's label: each row records its method's, and runs pool only where
+# one label means one set of parameters.
+NOT_POOLED = ("name", "seed", "method", "method_params", "data.order", "data.data_dir", "training.num_threads")
 
 
 @dataclass
@@ -126,6 +128,7 @@ def read_results(path: Path, setting: dict | None = None) -> tuple[dict, list[di
         theirs, runs = data["setting"], data["runs"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"{path}: not a grid results file ({type(e).__name__}: {e})") from None
+    theirs.get("resolved", {}).pop("method_params", None)  # files written when method_params were pooled settings
     if setting is not None:
         if theirs.get("resolved") != setting.get("resolved"):
             mine, other = setting.get("resolved") or {}, theirs.get("resolved") or {}
@@ -145,6 +148,11 @@ def merge_runs(files: list[Path], echo: Callable[[str], None] = print) -> tuple[
             if cell_key(row) in rows:
                 raise DataError(f"{path}: run {label(*cell_key(row))} is also in an earlier file")
             rows[cell_key(row)] = row
+    params: dict[str, dict] = {}
+    for row in rows.values():
+        if "method_params" in row and params.setdefault(row["method"], row["method_params"]) != row["method_params"]:
+            raise DataError(f"runs labelled {row['method']!r} were made with different method parameters "
+                            f"({params[row['method']]} and {row['method_params']}); give them different labels")
     methods = {m for _, _, m in rows}
     cells: dict[tuple, set] = {}
     for order, seed, method in rows:
@@ -269,7 +277,9 @@ def run_grid(grid: Grid, out: Path, runs: Path | None = None, resume: bool = Fal
         else:
             record, folder = run_experiment(configs[cell], folder_of[cell])
             seconds = round(time.time() - started, 1)
-        rows.append(grid_row(record, folder, order, seed, method, seconds))
+        row = grid_row(record, folder, order, seed, method, seconds)
+        row["method_params"] = configured_method(configs[cell]).params.model_dump(mode="json")
+        rows.append(row)
         summary = summarise(sort_rows(rows, grid.methods), setting, out, discussion, lambda line: None, checks)
     if not todo and rows:
         summary = summarise(sort_rows(rows, grid.methods), setting, out, discussion, lambda line: None, checks)
