@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from ..config import ExperimentConfig, apply_override, parse_config
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, ContinualLMError, DataError
 from ..methods import split_method_spec
 from ..reporting.report import (PAIRED_KEYS, aggregate_by_method, markdown_table, method_table, paired_differences,
                                 paired_table, summary_row)
@@ -260,7 +260,7 @@ def run_grid(grid: Grid, out: Path, runs: Path | None = None, resume: bool = Fal
     folder_of = {c: root / (folder_safe(c[2]) if folder_per_method else label(*c)) for c in todo}
     finished = {c for c, folder in folder_of.items() if (folder / "metrics.json").exists()}
     for cell in sorted(finished, key=str):
-        if not resume or read_config(folder_of[cell]) != configs[cell].model_dump(mode="json"):
+        if not resume or not same_config(folder_of[cell], configs[cell]):
             raise ConfigError(f"{folder_of[cell]}: holds a finished run that {out} does not list"
                               + ("" if not resume else " and whose config.yaml is not this cell's")
                               + "; choose another --runs" + ("" if resume else ", or pass --resume to adopt it"))
@@ -285,6 +285,16 @@ def run_grid(grid: Grid, out: Path, runs: Path | None = None, resume: bool = Fal
         summary = summarise(sort_rows(rows, grid.methods), setting, out, discussion, lambda line: None, checks)
     echo(f"results in {out}")
     return summary
+
+
+def same_config(folder: Path, cfg: ExperimentConfig) -> bool:
+    """Whether a run folder's config.yaml is ``cfg`` (read through today's config model, so that settings added since
+    the run was made take their defaults)."""
+    try:
+        theirs = parse_config(read_config(folder), str(folder / "config.yaml"))
+    except ContinualLMError:
+        return False
+    return theirs.model_dump(mode="json") == cfg.model_dump(mode="json")
 
 
 def grid_row(record: RunRecord, folder: Path, order: int | None, seed: int, method: str, seconds: float) -> dict:
