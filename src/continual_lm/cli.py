@@ -27,8 +27,15 @@ def _quiet_libraries() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .experiments.runner import run_experiment
+    from .experiments.runner import resume_experiment, run_experiment
     from .experiments.spurious import default_config_path, run_default_experiment
+    from .reporting.report import run_report
+
+    if args.resume:
+        record, folder = resume_experiment(args.resume)
+        print(run_report(record))
+        print(f"run folder: {folder}")
+        return 0
 
     from .experiments.benchmark import method_entries
     methods = method_entries(args.methods) if args.methods else None
@@ -44,7 +51,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary = run_grid(grid_from_config(cfg, methods), root / "summary.json", runs=root, folder_per_method=True)
         print(comparison_table(summary["runs"]))
         return 0
-    from .reporting.report import run_report
     record, folder = run_experiment(cfg, args.out)
     print(run_report(record))
     print(f"run folder: {folder}")
@@ -141,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="output folder (default runs/<name>-<time>)")
     run.add_argument("--methods", help="comma-separated methods: one run each, with a summary table")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                     help="continue an interrupted run from its last resume point, with the config it recorded")
     run.set_defaults(func=cmd_run)
     grid = sub.add_parser("grid", help="run a grid of methods × orders × seeds, resumable and mergeable")
     grid.add_argument("config", type=Path, nargs="?", help="experiment YAML")
@@ -179,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     except ContinualLMError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside a run's training (loading, evaluation): nothing to resume from there
+        print("error: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -11,3 +11,11 @@ class DataError(ContinualLMError):
 
 class ConfigError(ContinualLMError):
     """An unknown or inconsistent configuration key, method, task or model path."""
+
+
+class Interrupted(ContinualLMError):
+    """SIGINT or SIGTERM during a run: a resume point was written; ``continual-lm run --resume`` continues it."""
+
+
+class NonFiniteError(ContinualLMError):
+    """A NaN or infinite loss or gradient (``training.nan_policy: stop``)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import statistics
 import tempfile
 import time
@@ -32,7 +33,7 @@ from ..errors import ConfigError, ContinualLMError, DataError
 from ..methods import split_method_spec
 from ..reporting.report import (PAIRED_KEYS, aggregate_by_method, markdown_table, method_table, paired_differences,
                                 paired_table, summary_row)
-from ..reporting.run_folder import RunRecord, atomic_write_text, read_config, write_json
+from ..reporting.run_folder import RESUME, RunRecord, atomic_write_text, is_unfinished, read_config, write_json
 from .runner import configured_method, run_experiment
 
 # Not part of a grid's pooled setting: the axes, the run name, the threads, where the data lives on this machine, and
@@ -271,11 +272,18 @@ def run_grid(grid: Grid, out: Path, runs: Path | None = None, resume: bool = Fal
         order, seed, method = cell
         echo(f"== {label(*cell)} ==")
         started = time.time()
+        folder = folder_of[cell]
         if cell in finished:  # run before the results file could list it (e.g. the grid was stopped): adopted
-            record, folder = RunRecord.read(folder_of[cell]), folder_of[cell]
+            record = RunRecord.read(folder)
             seconds = record.seconds
         else:
-            record, folder = run_experiment(configs[cell], folder_of[cell])
+            # A run the grid left unfinished goes on from its resume point; one killed before its first point
+            # (or of another config) holds nothing worth keeping and starts again.
+            partial = resume and is_unfinished(folder)
+            go_on = partial and (folder / RESUME / "state.json").exists() and same_config(folder, configs[cell])
+            if partial and not go_on:
+                shutil.rmtree(folder)
+            record, folder = run_experiment(configs[cell], folder, resume=go_on)
             seconds = round(time.time() - started, 1)
         row = grid_row(record, folder, order, seed, method, seconds)
         row["method_params"] = configured_method(configs[cell]).params.model_dump(mode="json")

@@ -5,13 +5,14 @@ from pathlib import Path
 
 import torch
 
-from ..config import ExperimentConfig, dump_config
-from ..errors import ConfigError
+from ..config import ExperimentConfig, dump_config, load_config
+from ..errors import ConfigError, Interrupted
 from ..evaluation.metrics import decompose_forgetting
 from ..methods import METHODS, Method, create_method
 from ..reporting.report import plot_matrix, run_report
-from ..reporting.run_folder import RunFolder, RunRecord, default_run_dir
+from ..reporting.run_folder import RESUME, RunFolder, RunRecord, default_run_dir
 from ..training.loop import make_accelerator, run_sequence
+from ..training.resume import ResumeStore
 from ..training.recovery import recovered_score
 from .setup import build_tasks, prepare_backbone
 
@@ -29,17 +30,40 @@ def configured_method(cfg: ExperimentConfig) -> Method:
     return create_method(cfg.method.name, cfg.resolved_method_params())
 
 
-def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None) -> tuple[RunRecord, Path]:
-    """Run one configured experiment and write its run folder. Returns its record (metrics.json) and the folder."""
+def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
+                   resume: bool = False) -> tuple[RunRecord, Path]:
+    """Run one configured experiment and write its run folder. Returns its record (metrics.json) and the folder.
+
+    Resume points go to <run>/resume (``training.save_every``); ``resume`` continues the run in ``out_dir`` from its
+    last one. SIGINT/SIGTERM write a point and stop with an ``Interrupted`` error; any error is logged first."""
     if cfg.training.num_threads:
         torch.set_num_threads(cfg.training.num_threads)
     accelerator = make_accelerator()
-    folder = RunFolder(out_dir or default_run_dir(cfg.name), enabled=accelerator.is_main_process)
-    folder.write_text("config.yaml", dump_config(cfg))
-    method = configured_method(cfg)
-    tasks, world = build_tasks(cfg)
-    backbone = prepare_backbone(cfg, tasks, world, accelerator, folder.log)
-    result = run_sequence(cfg, tasks, backbone, method, folder.log, accelerator, folder.checkpoint_path)
+    folder = RunFolder(out_dir or default_run_dir(cfg.name), enabled=accelerator.is_main_process, resume=resume)
+    store = ResumeStore(folder.path / RESUME, extra=lambda: {"log_offset": folder.log_offset()})
+    point = None
+    if resume:
+        if not store.exists():
+            raise ConfigError(f"{folder.path}: no resume point to continue from (it was interrupted before its first)")
+        point = store.load(accelerator.device)
+        folder.truncate_log(point[0]["log_offset"])
+        folder.log({"event": "resumed", "stage_index": point[0]["stage_index"],
+                    "step": (point[0]["position"] or {}).get("step", 0)})
+    else:
+        folder.write_text("config.yaml", dump_config(cfg))
+    try:
+        method = configured_method(cfg)
+        tasks, world = build_tasks(cfg)
+        backbone = prepare_backbone(cfg, tasks, world, accelerator, folder.log)
+        result = run_sequence(cfg, tasks, backbone, method, folder.log, accelerator, folder.checkpoint_path, store,
+                              point)
+    except Interrupted as e:
+        folder.log({"event": "interrupted", "at": str(e)})
+        raise Interrupted(f"interrupted at {e}; a resume point is in {store.folder}: continue with "
+                          f"`continual-lm run --resume {folder.path}`") from None
+    except BaseException as e:
+        folder.log({"event": "error", "type": type(e).__name__, "message": str(e).splitlines()[0] if str(e) else ""})
+        raise
     record = RunRecord(name=cfg.name, method=cfg.method.name, **result.to_json())
     if cfg.forgetting_decomposition is not None and len(result.acc_matrix) > 1:
         recovered = {j: recovered_score(backbone, tasks[j], cfg, cfg.forgetting_decomposition)
@@ -49,4 +73,16 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None) -> 
     title = f"{cfg.name} / {cfg.method.name}: OP {result.op:.1f}"
     folder.finish(record, run_report(record),
                   lambda p: plot_matrix(p, result.tasks, result.stages, result.acc_matrix, title))
+    if not cfg.training.keep_resume and accelerator.is_main_process:
+        store.clear()
     return record, folder.path
+
+
+def resume_experiment(folder: str | Path) -> tuple[RunRecord, Path]:
+    """Continue the run in ``folder`` from its last resume point, with the config it recorded."""
+    folder = Path(folder)
+    if (folder / "metrics.json").exists():
+        raise ConfigError(f"{folder}: the run is finished (metrics.json); there is nothing to resume")
+    if not (folder / "config.yaml").exists():
+        raise ConfigError(f"{folder}: not a run folder (no config.yaml)")
+    return run_experiment(load_config(folder / "config.yaml"), folder, resume=True)

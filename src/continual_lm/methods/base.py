@@ -11,6 +11,9 @@ A method never owns the training loop; the loop (``training/loop.py``) calls the
     after_step(ctx)            after each optimiser step (gradients already zeroed)
     after_stage(ctx)           at the end of each stage, before the evaluation of every task
     report()                   anything the method measured of itself, stored in metrics.json
+    state_dict() / load_state_dict(state, ctx)
+                               the method's own state, for resume points (default: the attributes named in
+                               ``state_attributes``; objects with their own state_dict are restored in place)
 
 ``ctx`` is a ``TrainContext`` (``methods/context.py``): the config, backbone, accelerator, tasks, the stage's index
 and step, its optimiser, a seeded RNG, a log, and ``ctx.optimizer_step()`` — the one optimiser step.
@@ -60,6 +63,9 @@ class Method:
     description: ClassVar[str] = ""
     needs_lora: ClassVar[bool] = False
     Params: ClassVar[type[MethodParams]] = MethodParams
+    # What a resume point keeps of the method (attributes of tensors, numbers, strings, examples and containers of
+    # them, or objects with state_dict/load_state_dict); references to the model are re-derived in after_load.
+    state_attributes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **params: Any):
         unknown = sorted(set(params) - set(self.Params.model_fields))
@@ -104,6 +110,26 @@ class Method:
 
     def report(self) -> dict[str, Any]:
         return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        out = {}
+        for name in self.state_attributes:
+            value = getattr(self, name, None)
+            out[name] = value.state_dict() if hasattr(value, "state_dict") else value
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state`` (after ``setup``, before the model's weights are loaded: structure a method grows stage by
+        stage, such as SAPT's keys, is grown here)."""
+        for name in self.state_attributes:
+            current = getattr(self, name, None)
+            if hasattr(current, "load_state_dict"):
+                current.load_state_dict(state[name])
+            else:
+                setattr(self, name, state[name])
+
+    def after_load(self, ctx: "TrainContext") -> None:
+        """Once the weights and trainable flags are back: re-derive what refers to the model (parameter dicts)."""
 
 
 METHODS: dict[str, type[Method]] = {}

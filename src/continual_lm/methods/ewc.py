@@ -36,6 +36,8 @@ class EWC(Method):
         fisher_batches: Count = Field(16, ge=1, description="training batches per task for the Fisher")
         fisher_norm: Literal["none", "mean"] = Field("none", description="divide each task's Fisher by its mean")
 
+    state_attributes = ("fisher", "anchor")
+
     def setup(self, ctx) -> None:
         super().setup(ctx)
         self.fisher: dict[str, torch.Tensor] = {}

@@ -41,6 +41,8 @@ class Freeze(Method):
         patience: Count = Field(2, ge=1, description="early stop: validations without improvement")
         max_val_examples: Count = Field(200, ge=1, description="early stop: validation examples at most")
 
+    state_attributes = ("best", "bad_checks")
+
     def stages(self, tasks: list[Task]) -> list[Stage]:
         stages = super().stages(tasks)
         self.validation: dict[int, Task] = {}

@@ -47,16 +47,22 @@ class GradProjection(Method):
         energy: Real = Field(0.99, gt=0, le=1, description="spectral energy kept in the recorded subspace")
         from_task: Count = Field(1, ge=0, description="first task it applies to")
 
+    state_attributes = ("bases", "start")
+
     def before_stage(self, ctx) -> None:
         self.bases: dict[str, torch.Tensor] = {}
         self.start = None
         if ctx.stage_index < self.params.from_task:
             return
+        self.after_load(ctx)
+        self.start = {n: p.detach().clone() for n, (p, _) in self.targets.items()}
+
+    def after_load(self, ctx) -> None:
+        """The weights whose gradients are projected (the 2-D weights of linear layers, attention only by default)."""
         dims = output_dims(ctx.backbone.model)
         self.targets = {n: (p, dims[n]) for n, p in ctx.backbone.trainable_parameters().items()
                         if n in dims and ".lora_A." not in n
                         and (self.params.scope == "all" or any(k in n for k in ATTENTION_KEYS))}
-        self.start = {n: p.detach().clone() for n, (p, _) in self.targets.items()}
 
     def after_step(self, ctx) -> None:
         if self.start is not None and ctx.step == self.params.end_step:

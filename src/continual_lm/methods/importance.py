@@ -125,6 +125,12 @@ class ImportanceTracker:
         else:
             self.ema = value
 
+    def state_dict(self) -> dict:
+        return {"ema": dict(self.ema), "uncertainty": dict(self.uncertainty)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ema, self.uncertainty = dict(state["ema"]), dict(state["uncertainty"])
+
     @property
     def score(self) -> Maps:
         if self.platon_beta is not None:

@@ -30,6 +30,8 @@ class LAMOL(Method):
         top_k: Count = Field(20, ge=1, description="top-k sampling of pseudo-examples")
         generation_batch_size: Count = Field(64, ge=1, description="pseudo-examples generated at once")
 
+    state_attributes = ("pseudo", "quality")
+
     def setup(self, ctx) -> None:
         super().setup(ctx)
         if ctx.backbone.kind != "causal":

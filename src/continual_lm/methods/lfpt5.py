@@ -65,6 +65,11 @@ class LFPT5(Method):
         top_k: Count = Field(20, ge=1, description="top-k sampling of pseudo-examples")
         generation_batch_size: Count = Field(64, ge=1, description="pseudo-examples generated at once")
 
+    state_attributes = ("teacher", "pseudo", "counts")
+
+    def after_load(self, ctx) -> None:
+        self.tracked = {"prompt": self.prompt.prompt}
+
     def setup(self, ctx) -> None:
         super().setup(ctx)
         generative_only(ctx, self.name)

@@ -30,6 +30,11 @@ class LwF(Method):
         lambda_kd: Real = Field(1.0, ge=0, description="λ, weight of the distillation term")
         temperature: Real = Field(2.0, gt=0, description="T, softmax temperature of both distributions")
 
+    state_attributes = ("teacher", "old_labels")
+
+    def after_load(self, ctx) -> None:
+        self.tracked = ctx.backbone.trainable_parameters()
+
     def before_stage(self, ctx) -> None:
         self.tracked = ctx.backbone.trainable_parameters()
         self.teacher = snapshot(self.tracked) if ctx.stage_index > 0 else None

@@ -46,6 +46,12 @@ class ReplayMemory:
             return []
         return [self.examples[rng.randrange(len(self.examples))] for _ in range(k)]
 
+    def state_dict(self) -> dict:
+        return {"examples": list(self.examples), "tasks": list(self.tasks)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.examples, self.tasks = list(state["examples"]), list(state["tasks"])
+
     def log_sizes(self, log: Callable[[dict], None]) -> None:
         """One log record with the examples held per task (a 2% memory of a small task can be a single example)."""
         log({"event": "memory", "tasks": dict(Counter(ex.task for ex in self.examples))})

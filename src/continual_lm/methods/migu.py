@@ -78,6 +78,8 @@ class MIGU(Method):
         variant: Literal["paper_code", "ours"] = Field("paper_code", description="see the module doc")
         ratio: Real = Field(0.3, gt=0, le=1, description="share of units whose gradients are kept")
 
+    state_attributes = ("masking",)
+
     def setup(self, ctx) -> None:
         super().setup(ctx)
         self.magnitudes: dict[str, torch.Tensor] = {}

@@ -38,9 +38,12 @@ class OLoRA(Method):
     needs_lora = True
 
     def before_stage(self, ctx) -> None:
-        self.current = "default" if ctx.stage_index == 0 else f"task{ctx.stage_index}"
         if ctx.stage_index > 0:
-            add_task_adapter(ctx.backbone, self.current)
+            add_task_adapter(ctx.backbone, f"task{ctx.stage_index}")
+        self.after_load(ctx)
+
+    def after_load(self, ctx) -> None:
+        self.current = "default" if ctx.stage_index == 0 else f"task{ctx.stage_index}"
         self.old_a = [lora_matrices(ctx.backbone, a) for a in adapter_names(ctx.backbone) if a != self.current]
         self.new_a = lora_matrices(ctx.backbone, self.current)
         self.new_params = [p for p in ctx.backbone.model.parameters() if p.requires_grad]

@@ -169,6 +169,8 @@ class RecurrentKIF(Method):
                 data = {**data, "m": OUTER_STEPS[variant]}
             return data
 
+    state_attributes = ("active", "theta_b", "cycle_steps", "cycle_outer", "inner", "outer", "memory", "diagnostics")
+
     def __init__(self, **params):
         super().__init__(**params)
         p = self.params
@@ -212,6 +214,9 @@ class RecurrentKIF(Method):
                 ctx.accelerator.backward(ctx.backbone.loss(self.memory.examples[start:start + size]))
                 self.outer.update(self.tracked)
             ctx.backbone.model.zero_grad(set_to_none=True)
+
+    def after_load(self, ctx) -> None:
+        self.tracked = ctx.backbone.trainable_parameters()
 
     def report(self) -> dict:
         if not self.diagnostics:

@@ -32,6 +32,8 @@ class Replay(Method):
         mode: Literal["concat", "mix"] = Field("concat", description="memory joins the data, or is mixed into batches")
         replay_batch_size: Count | None = Field(None, ge=1, description="mix: memory examples per batch (None: batch size)")
 
+    state_attributes = ("memory",)
+
     def setup(self, ctx) -> None:
         super().setup(ctx)
         self.memory = ReplayMemory(self.params.memory_fraction, ctx.config.seed)

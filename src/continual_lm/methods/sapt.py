@@ -88,6 +88,18 @@ class SAPT(Method):
         top_k: Count = Field(20, ge=1, description="top-k sampling of pseudo-examples")
         generation_batch_size: Count = Field(64, ge=1, description="pseudo-examples generated at once")
 
+    state_attributes = ("reflection", "counts")
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "blocks_in_use": len(next(iter(self.mixtures.values())).adapters)}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        for mixture in self.mixtures.values():
+            mixture.adapters = self.blocks[: state["blocks_in_use"]]
+        while len(self.alsm.keys) < state["blocks_in_use"]:  # grown before the weights (cl_sapt.keys.N) load
+            self.alsm.add_task()
+
     def setup(self, ctx) -> None:
         super().setup(ctx)
         generative_only(ctx, self.name)

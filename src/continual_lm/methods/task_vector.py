@@ -20,6 +20,11 @@ class TaskVector(Method):
         end_step: Count = Field(150, ge=1, description="the early update: steps 0..end_step of a task")
         from_task: Count = Field(1, ge=0, description="first task it applies to")
 
+    state_attributes = ("start", "early")
+
+    def after_load(self, ctx) -> None:
+        self.tracked = ctx.backbone.trainable_parameters()
+
     def before_stage(self, ctx) -> None:
         self.tracked = ctx.backbone.trainable_parameters()
         self.start = snapshot(self.tracked) if ctx.stage_index >= self.params.from_task else None

@@ -141,6 +141,8 @@ class TaSL(Method):
         tau: Real = Field(0.25, gt=0, description="tas_lora: softmax temperature of the unit weights")
         granularity: Literal["row", "element"] = Field("row", description="ours: the skill unit")
 
+    state_attributes = ("past", "theta_prev", "tracker")
+
     def setup(self, ctx) -> None:
         super().setup(ctx)
         if self.params.variant == "tas_lora" and ctx.config.model.finetune != "lora":
@@ -148,6 +150,9 @@ class TaSL(Method):
         self.past = None
         self.theta_prev: Maps = {}
         self.tracker = ImportanceTracker(self.params.beta, "weight_grad", True, platon_beta=self.params.beta)
+
+    def after_load(self, ctx) -> None:
+        self.tracked = ctx.backbone.trainable_parameters()
 
     def before_stage(self, ctx) -> None:
         self.tracked = ctx.backbone.trainable_parameters()

@@ -35,11 +35,16 @@ class VRMCL(Method):
         momentum_r: Real = Field(0.5, ge=0, le=1, description="r of the variance-reduced estimate")
         inner_lr: Real | None = Field(None, gt=0, description="α of the inner step (None: the training lr)")
 
+    state_attributes = ("memory", "prev_params", "prev_estimate")
+
     def setup(self, ctx) -> None:
         super().setup(ctx)
         self.memory = ReplayMemory(self.params.memory_fraction, ctx.config.seed)
         self.prev_params: dict[str, torch.Tensor] | None = None
         self.prev_estimate: dict[str, torch.Tensor] | None = None
+
+    def after_load(self, ctx) -> None:
+        self.tracked = ctx.backbone.trainable_parameters()
 
     def before_stage(self, ctx) -> None:
         self.tracked = ctx.backbone.trainable_parameters()

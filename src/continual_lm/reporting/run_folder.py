@@ -123,17 +123,40 @@ def run_seed(folder: str | Path) -> int:
         raise DataError(f"{Path(folder) / 'config.yaml'}: cannot read the run's seed ({type(e).__name__}: {e})") from None
 
 
+def is_unfinished(folder: Path) -> bool:
+    """A run started in ``folder`` and did not finish (its config or log is there, its metrics.json is not)."""
+    folder = Path(folder)
+    return not (folder / "metrics.json").exists() and any((folder / n).exists() for n in ("config.yaml", "log.jsonl"))
+
+
+RESUME = "resume"
+
+
 class RunFolder:
     """The writer of a run's folder (only the main process writes: ``enabled`` is False on the others)."""
 
-    def __init__(self, path: str | Path, enabled: bool = True):
+    def __init__(self, path: str | Path, enabled: bool = True, resume: bool = False):
         self.path = Path(path)
         self.enabled = enabled
         if not enabled:
             return
         if (self.path / "metrics.json").exists():
             raise ConfigError(f"--out {self.path}: holds a finished run (metrics.json); choose another folder")
+        if not resume and is_unfinished(self.path):
+            raise ConfigError(f"--out {self.path}: holds an unfinished run; continue it with `continual-lm run "
+                              f"--resume {self.path}`, or choose another folder")
         self.path.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.path / "log.jsonl", "a", encoding="utf-8")
+
+    def log_offset(self) -> int:
+        """The log's length now (a resume point records it: a resumed run drops what came after)."""
+        self._log.flush()
+        return self._log.tell()
+
+    def truncate_log(self, offset: int) -> None:
+        self._log.close()
+        with open(self.path / "log.jsonl", "r+b") as f:
+            f.truncate(offset)
         self._log = open(self.path / "log.jsonl", "a", encoding="utf-8")
 
     def write_text(self, name: str, text: str) -> None:

@@ -25,7 +25,10 @@ from ..evaluation.metrics import summarize
 from ..methods import Method, Stage
 from ..methods.context import TrainContext
 from ..models.backbone import Backbone
-from ..models.weights import save_checkpoint
+from ..errors import Interrupted, NonFiniteError
+from ..models.adapters import activate_adapters
+from ..models.weights import assign_, save_checkpoint, tracked_parameters
+from .resume import ResumeStore, random_state, restore_rng, rng_states, set_random_state
 
 
 @dataclass
@@ -92,13 +95,42 @@ def evaluate_all(backbone: Backbone, tasks: list[Task], cfg: ExperimentConfig,
             if upto is None or i <= upto else None for i, task in enumerate(tasks)]
 
 
+@dataclass
+class StagePosition:
+    """Where a stage resumes: its optimiser steps and micro-batches done, optimiser and scheduler state."""
+    step: int
+    consumed: int
+    optimizer: dict
+    scheduler: dict
+    stop: bool = False
+
+
+# Set by SIGINT/SIGTERM while a run that keeps resume points trains: the current step finishes, a point is written.
+_STOP_REQUESTED: list[int] = []
+
+
+def _request_stop(signum, frame) -> None:  # noqa: ARG001 - the signal module's handler signature
+    _STOP_REQUESTED.append(signum)
+
+
+def grad_norm(params: list[torch.nn.Parameter]) -> float:
+    norms = [p.grad.detach().norm() for p in params if p.grad is not None]
+    return float(torch.stack(norms).norm()) if norms else 0.0
+
+
 def train_stage(ctx: TrainContext, method: Method, stage: Stage, settings: TrainSettings, seed: int,
-                before_step: Callable[[int], None] = lambda step: None) -> float:
+                before_step: Callable[[int], None] = lambda step: None,
+                save_point: Callable[[StagePosition], None] | None = None,
+                resume: StagePosition | None = None) -> float:
     """Train one stage; returns its training seconds (``before_step``'s own time — checkpoints, curve points —
-    excluded). ``ctx.stage_index`` and ``ctx.stage_task_indices`` are set by the caller."""
+    excluded). ``ctx.stage_index`` and ``ctx.stage_task_indices`` are set by the caller.
+
+    ``save_point(position)`` is called every ``training.save_every`` optimiser steps (and when a stop is requested by
+    a signal); ``resume`` continues the stage from such a position, the method's state already restored."""
     accelerator, backbone = ctx.accelerator, ctx.backbone
     ctx.step, ctx.stop, ctx.settings = 0, False, settings
-    method.before_stage(ctx)
+    if resume is None:
+        method.before_stage(ctx)
     examples = method.stage_examples(ctx, stage)
     ctx.params = [p for p in backbone.model.parameters() if p.requires_grad]
     ctx.optimizer = accelerator.prepare(torch.optim.AdamW(ctx.params, lr=settings.lr, weight_decay=settings.weight_decay))
@@ -106,20 +138,45 @@ def train_stage(ctx: TrainContext, method: Method, stage: Stage, settings: Train
     scheduler = get_scheduler(settings.schedule, ctx.optimizer, num_warmup_steps=settings.warmup_for(ctx.total_steps),
                               num_training_steps=ctx.total_steps)
     data = batches(examples, settings.batch_size, seed, accelerator)
+    consumed = 0
+    if resume is not None:
+        ctx.optimizer.load_state_dict(resume.optimizer)
+        scheduler.load_state_dict(resume.scheduler)
+        ctx.step, ctx.stop = resume.step, resume.stop
+        for _ in range(resume.consumed):
+            next(data)
+        consumed = resume.consumed
     backbone.model.train()
     started, outside = time.time(), 0.0
-    bar = tqdm(range(ctx.total_steps), desc=f"[{ctx.stage_index + 1}] {stage.name}", mininterval=1.0, leave=False,
-               disable=not accelerator.is_main_process)
+    every = settings.save_every or 0
+    last_finite: float | None = None
+    bar = tqdm(range(ctx.step, ctx.total_steps), desc=f"[{ctx.stage_index + 1}] {stage.name}", mininterval=1.0,
+               leave=False, disable=not accelerator.is_main_process)
     for step in bar:
+        if ctx.stop:
+            break
         t0 = time.time()
         before_step(step)
         outside += time.time() - t0
         total = 0.0
         for _ in range(settings.grad_accum):
             loss = method.loss(ctx, next(data)) / settings.grad_accum
+            consumed += 1
             accelerator.backward(loss)
             total += loss.item()
         method.after_backward(ctx)
+        if not (math.isfinite(total) and math.isfinite(grad_norm(ctx.params))):
+            where = (f"stage {stage.name!r}, step {step}, method {ctx.config.method.name!r}: non-finite "
+                     f"{'loss' if not math.isfinite(total) else 'gradient'} (last finite loss: {last_finite})")
+            ctx.log({"event": "non_finite", "stage": stage.name, "step": step, "last_finite_loss": last_finite,
+                     "policy": settings.nan_policy})
+            if settings.nan_policy == "stop":
+                raise NonFiniteError(where)
+            ctx.optimizer.zero_grad(set_to_none=True)  # skip_step: no update, the schedule moves on
+            scheduler.step()
+            ctx.step += 1
+            continue
+        last_finite = total
         ctx.optimizer_step()
         scheduler.step()
         ctx.step += 1
@@ -130,6 +187,13 @@ def train_stage(ctx: TrainContext, method: Method, stage: Stage, settings: Train
         if ctx.stop:
             ctx.log({"event": "early_stop", "stage": stage.name, "step": ctx.step})
             break
+        if save_point is not None and ctx.step < ctx.total_steps and (
+                _STOP_REQUESTED or (every and ctx.step % every == 0)):
+            t0 = time.time()
+            save_point(StagePosition(ctx.step, consumed, ctx.optimizer.state_dict(), scheduler.state_dict(), ctx.stop))
+            outside += time.time() - t0
+            if _STOP_REQUESTED:
+                raise Interrupted(f"stage {stage.name!r}, step {ctx.step}")
     bar.close()
     method.after_stage(ctx)
     return time.time() - started - outside
@@ -137,60 +201,143 @@ def train_stage(ctx: TrainContext, method: Method, stage: Stage, settings: Train
 
 def run_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone, method: Method,
                  log: Callable[[dict], None] = lambda record: None, accelerator: Accelerator | None = None,
-                 checkpoint_path: Callable[[str, int | str], Path] | None = None) -> RunResult:
+                 checkpoint_path: Callable[[str, int | str], Path] | None = None,
+                 store: ResumeStore | None = None, resume: tuple[dict, dict] | None = None) -> RunResult:
     """Train ``backbone`` on ``tasks`` in order with ``method``; evaluate every task after each stage.
 
     ``checkpoint_path(stage, step)``: where to save the trainable weights at ``cfg.checkpoint_steps`` and at each
-    stage's end (``step`` = "end"); None saves nothing."""
+    stage's end (``step`` = "end"); None saves nothing. ``store``: where resume points go (every
+    ``training.save_every`` steps and at each stage's end; SIGINT/SIGTERM write one and stop). ``resume``: a resume
+    point's (state, optimiser state) to continue from (the backbone freshly built as for the original run)."""
     started = time.time()
     seed_everything(cfg.seed)
     accelerator = accelerator or make_accelerator()
     ctx = TrainContext(cfg, backbone, accelerator, tasks, log, random.Random(f"{cfg.seed}:method"))
     method.setup(ctx)  # before the model is wrapped (DDP), so that the modules a method attaches train in sync
-    backbone.forward_model = accelerator.prepare(backbone.model)
     main_process = accelerator.is_main_process
+    stages = method.stages(tasks)
+    run: dict = {"initial": None, "acc_matrix": [], "curve": {}, "seen": -1, "elapsed": 0.0}
+    position: StagePosition | None = None
+    first_stage = 0
+    if resume is not None:
+        first_stage, position = restore(*resume, ctx, method, stages, run)
+    backbone.forward_model = accelerator.prepare(backbone.model)
     saving = checkpoint_path is not None and bool(cfg.checkpoint_steps) and main_process
 
-    initial = evaluate_all(backbone, tasks, cfg)
-    log({"event": "initial", "scores": dict(zip([t.name for t in tasks], initial))})
-    acc_matrix: list[list[float | None]] = []
-    seen = -1  # the highest task index trained so far
-    curve: dict[str, dict[str, float]] = {}
-    stages = method.stages(tasks)
-    for stage_index, stage in enumerate(stages):
-        if not stage.examples:
-            raise DataError(f"stage {stage.name!r}: no training examples")
-        ctx.stage_index, ctx.stage_task_indices = stage_index, stage.task_indices
-        # The "spurious forgetting curve": the first task's score at chosen steps of later stages.
-        watch = stage_index > 0 and bool(cfg.curve_steps)
-        points: dict[str, float] = {}
+    if run["initial"] is None:
+        run["initial"] = evaluate_all(backbone, tasks, cfg)
+        log({"event": "initial", "scores": dict(zip([t.name for t in tasks], run["initial"]))})
+    handlers = _install_signal_handlers() if store is not None else None
+    try:
+        for stage_index in range(first_stage, len(stages)):
+            stage = stages[stage_index]
+            if not stage.examples:
+                raise DataError(f"stage {stage.name!r}: no training examples")
+            ctx.stage_index, ctx.stage_task_indices = stage_index, stage.task_indices
+            # The "spurious forgetting curve": the first task's score at chosen steps of later stages.
+            watch = stage_index > 0 and bool(cfg.curve_steps)
+            points: dict[str, float] = run.pop("points", {}) if position is not None else {}
 
-        def before_step(step: int, stage: Stage = stage, watch: bool = watch, points: dict = points) -> None:
-            if saving and step in cfg.checkpoint_steps:
-                save_checkpoint(backbone, checkpoint_path(stage.name, step))  # type: ignore[misc]
-            if watch and step in cfg.curve_steps:
-                points[str(step)] = evaluate_all(backbone, tasks[:1], cfg)[0]
+            def before_step(step: int, stage: Stage = stage, watch: bool = watch, points: dict = points) -> None:
+                if saving and step in cfg.checkpoint_steps:
+                    save_checkpoint(backbone, checkpoint_path(stage.name, step))  # type: ignore[misc]
+                if watch and step in cfg.curve_steps:
+                    points[str(step)] = evaluate_all(backbone, tasks[:1], cfg)[0]
 
-        seconds = train_stage(ctx, method, stage, cfg.training.for_task(stage.name), cfg.seed * 1000 + stage_index,
-                              before_step)
-        if saving:
-            save_checkpoint(backbone, checkpoint_path(stage.name, "end"))  # type: ignore[misc]
-        log({"event": "stage_end", "stage": stage.name, "steps": ctx.step, "train_seconds": round(seconds, 3)})
-        seen = max(seen, *stage.task_indices)
-        row = evaluate_all(backbone, tasks, cfg, seen + 1 if cfg.training.eval_tasks == "seen_and_next" else None)
-        acc_matrix.append(row)
-        if watch:
-            curve[stage.name] = {**points, "end": row[0]}
-        log({"event": "eval", "stage": stage.name, "scores": dict(zip([t.name for t in tasks], row))})
-        if main_process:
-            tqdm.write(f"after {stage.name}: "
-                       + "  ".join(f"{t.name}={s:.1f}" for t, s in zip(tasks, row) if s is not None))
+            def save_mid_stage(at: StagePosition, points: dict = points) -> None:
+                store.save(snapshot_state(ctx, method, {**run, "points": dict(points)}, started, stage_index, at),  # type: ignore[union-attr]
+                           at.optimizer)
+                log({"event": "resume_point", "stage": ctx.task.name, "stage_index": stage_index, "step": at.step})
 
-    return RunResult(tasks=[t.name for t in tasks], stages=[s.name for s in stages], acc_matrix=acc_matrix,
-                     initial=initial, seconds=round(time.time() - started, 2), curve=curve,
-                     task_metrics={t.name: t.metric for t in tasks},
+            seconds = train_stage(ctx, method, stage, cfg.training.for_task(stage.name), cfg.seed * 1000 + stage_index,
+                                  before_step, save_mid_stage if store is not None and main_process else None,
+                                  position)
+            position = None
+            if saving:
+                save_checkpoint(backbone, checkpoint_path(stage.name, "end"))  # type: ignore[misc]
+            log({"event": "stage_end", "stage": stage.name, "steps": ctx.step, "train_seconds": round(seconds, 3)})
+            run["seen"] = max(run["seen"], *stage.task_indices)
+            row = evaluate_all(backbone, tasks, cfg,
+                               run["seen"] + 1 if cfg.training.eval_tasks == "seen_and_next" else None)
+            run["acc_matrix"].append(row)
+            if watch:
+                run["curve"][stage.name] = {**points, "end": row[0]}
+            log({"event": "eval", "stage": stage.name, "scores": dict(zip([t.name for t in tasks], row))})
+            if main_process:
+                tqdm.write(f"after {stage.name}: "
+                           + "  ".join(f"{t.name}={s:.1f}" for t, s in zip(tasks, row) if s is not None))
+            if store is not None and main_process and stage_index + 1 < len(stages):
+                store.save(snapshot_state(ctx, method, run, started, stage_index + 1, None), None)
+                log({"event": "resume_point", "stage": stage.name, "stage_index": stage_index + 1, "step": 0})
+                if _STOP_REQUESTED:
+                    raise Interrupted(f"the end of stage {stage.name!r}")
+    finally:
+        _restore_signal_handlers(handlers)
+
+    return RunResult(tasks=[t.name for t in tasks], stages=[s.name for s in stages], acc_matrix=run["acc_matrix"],
+                     initial=run["initial"], seconds=round(run["elapsed"] + time.time() - started, 2),
+                     curve=run["curve"], task_metrics={t.name: t.metric for t in tasks},
                      method_report=method.report(), processes=accelerator.num_processes,
-                     **summarize(acc_matrix, initial))
+                     **summarize(run["acc_matrix"], run["initial"]))
+
+
+def _install_signal_handlers():
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    _STOP_REQUESTED.clear()
+    return {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(handlers) -> None:
+    import signal
+    for sig, handler in (handlers or {}).items():
+        signal.signal(sig, handler)
+    _STOP_REQUESTED.clear()
+
+
+def snapshot_state(ctx: TrainContext, method: Method, run: dict, started: float, stage_index: int,
+                   position: StagePosition | None) -> dict:
+    """A resume point's state: the run so far, where it is, the model's changing part, the method, every RNG."""
+    model = ctx.backbone.model
+    weights = tracked_parameters(ctx.backbone)
+    adapters = list(model.active_adapters) if hasattr(model, "active_adapters") and ctx.backbone.settings.finetune == "lora" else None
+    return {"stage_index": stage_index, "run": {**run, "elapsed": run["elapsed"] + time.time() - started},
+            "position": None if position is None else {"step": position.step, "consumed": position.consumed,
+                                                       "scheduler": position.scheduler, "stop": position.stop},
+            "weights": {n: p.detach() for n, p in weights.items()},
+            "trainable": sorted(n for n, p in model.named_parameters() if p.requires_grad),
+            "adapters": adapters, "method": method.state_dict(), "rng": rng_states(),
+            "method_rng": random_state(ctx.rng)}
+
+
+def restore(state: dict, optimizer: dict, ctx: TrainContext, method: Method, stages: list[Stage],
+            run: dict) -> tuple[int, StagePosition | None]:
+    """Put a resume point's state back (after ``method.setup``): the method, adapters, trainable flags, weights,
+    the run so far and every RNG. Returns the stage to start from and, inside it, the position."""
+    backbone = ctx.backbone
+    method.load_state_dict(state["method"])
+    if state["adapters"]:
+        activate_adapters(backbone, state["adapters"])
+    trainable = set(state["trainable"])
+    for name, param in backbone.model.named_parameters():
+        param.requires_grad_(name in trainable)
+    params = tracked_parameters(backbone)
+    missing = sorted(set(state["weights"]) - set(params))
+    if missing:
+        raise DataError(f"resume point: weights the model does not have (e.g. {missing[0]})")
+    assign_(params, state["weights"])
+    run.update(state["run"])
+    ctx.stage_index = state["stage_index"]
+    if ctx.stage_index < len(stages):
+        ctx.stage_task_indices = stages[ctx.stage_index].task_indices
+    method.after_load(ctx)
+    restore_rng(state["rng"])
+    set_random_state(ctx.rng, state["method_rng"])
+    pos = state["position"]
+    return state["stage_index"], (None if pos is None else StagePosition(pos["step"], pos["consumed"], optimizer,
+                                                                          pos["scheduler"], pos["stop"]))
 
 
 def finetune(cfg: ExperimentConfig, backbone: Backbone, examples: list[Example], settings: TrainSettings,

@@ -1,0 +1,207 @@
+"""Resume points: a run killed at any moment and resumed gives exactly the uninterrupted run's numbers; signals, a
+corrupt point, a planted pickle and a non-finite loss each end in one line; every method's state round-trips."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import tiny_config
+from safetensors.torch import load_file
+
+from continual_lm.config import parse_config
+from continual_lm.errors import ConfigError, DataError, NonFiniteError
+from continual_lm.experiments import runner
+from continual_lm.experiments.runner import resume_experiment, run_experiment
+from continual_lm.experiments.setup import build_tasks, prepare_backbone
+from continual_lm.methods import METHODS, Method, create_method
+from continual_lm.methods.context import TrainContext
+from continual_lm.training.loop import make_accelerator, run_sequence
+from continual_lm.training.resume import load_point, save_point
+
+CLI = [sys.executable, "-m", "continual_lm.cli"]
+
+
+def resumable_config(cl_root, method, **training) -> dict:
+    raw = tiny_config(cl_root, "gpt", "causal", "lora", method=method,
+                      **{"max_steps": 24, "save_every": 4, "num_threads": 1, **training})
+    raw["model"]["lora"]["dropout"] = 0.1          # dropout draws from torch's RNG: the RNG must come back too
+    raw["checkpoint_steps"] = [0]                  # stage-end weights, to compare bit for bit
+    raw["curve_steps"] = [0, 6, 14]
+    raw["method_params"] = {"lamol": {"max_new_tokens": 6}, "recurrent_kif": {"q": 3}}
+    return raw
+
+
+def log_events(folder: Path) -> list[dict]:
+    path = folder / "log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def start_and_wait(config: Path, out: Path, stage_index: int) -> subprocess.Popen:
+    """Start a run in a subprocess and return once it has written a mid-stage resume point in ``stage_index``."""
+    proc = subprocess.Popen([*CLI, "run", "--config", str(config), "--out", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if any(e.get("event") == "resume_point" and e["stage_index"] == stage_index and e["step"] > 0
+               for e in log_events(out)):
+            return proc
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before a resume point in stage {stage_index}: {proc.stderr.read()}")
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail("no resume point in time")
+
+
+def same_run(a: Path, b: Path) -> None:
+    ma, mb = json.loads((a / "metrics.json").read_text()), json.loads((b / "metrics.json").read_text())
+    for key in ("acc_matrix", "initial", "curve", "op", "bwt", "fwt", "la", "f", "ap", "method_report"):
+        assert ma[key] == mb[key], key
+    ends = sorted((a / "checkpoints").glob("*/end.safetensors"))
+    assert len(ends) == 2
+    for path in ends:
+        wa, wb = load_file(str(path)), load_file(str(b / path.relative_to(a)))
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    train = [(e["stage"], e["step"], e["loss"]) for e in log_events(b) if e["event"] == "train"]
+    assert train == [(e["stage"], e["step"], e["loss"]) for e in log_events(a) if e["event"] == "train"]
+
+
+@pytest.mark.parametrize("method", ["seq", "replay", "ewc", "recurrent_kif", "inc_lora", "lamol"])
+@pytest.mark.parametrize("stage_index", [0, 1])
+def test_killed_and_resumed_run_equals_the_uninterrupted_one(cl_root, tmp_path, method, stage_index):
+    raw = resumable_config(cl_root, method)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    _, full = run_experiment(parse_config(raw), tmp_path / "full")
+    proc = start_and_wait(config, tmp_path / "killed", stage_index)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+    resumed = subprocess.run([*CLI, "run", "--resume", str(tmp_path / "killed")], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    same_run(full, tmp_path / "killed")
+    assert [e for e in log_events(tmp_path / "killed") if e["event"] == "resumed"]
+    assert not (tmp_path / "killed" / "resume").exists()          # removed once metrics.json is written
+
+
+def test_sigint_writes_a_resume_point_and_says_how_to_resume(cl_root, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(resumable_config(cl_root, "seq", max_steps=400)))
+    proc = start_and_wait(config, tmp_path / "run", 0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    lines = [line for line in err.splitlines() if line.startswith("error:")]  # (progress bars share stderr)
+    assert len(lines) == 1 and f"continual-lm run --resume {tmp_path / 'run'}" in lines[0], err
+    assert "Traceback" not in err
+    assert (tmp_path / "run" / "resume" / "state.json").exists() and not (tmp_path / "run" / "metrics.json").exists()
+    assert log_events(tmp_path / "run")[-1]["event"] == "interrupted"
+
+
+def interrupted_run(cl_root, tmp_path) -> Path:
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(resumable_config(cl_root, "seq")))
+    proc = start_and_wait(config, tmp_path / "run", 1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return tmp_path / "run"
+
+
+def test_a_corrupt_or_poisoned_resume_point_is_refused_in_one_line(cl_root, tmp_path):
+    folder = interrupted_run(cl_root, tmp_path)
+    tensors = folder / "resume" / "tensors.safetensors"
+    good = tensors.read_bytes()
+    tensors.write_bytes(good[: len(good) // 2])                       # a half-written file
+    proc = subprocess.run([*CLI, "run", "--resume", str(folder)], capture_output=True, text=True)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr
+    assert "tensors.safetensors: corrupt resume point" in errors[0]
+    tensors.write_bytes(good)
+    # A pickle that would run code, with its checksum updated as an attacker would: torch refuses to load it.
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+    torch.save({"x": Payload()}, folder / "resume" / "optimizer.pt")
+    meta = json.loads((folder / "resume" / "state.json").read_text())
+    import hashlib
+    meta["sha256"]["optimizer.pt"] = hashlib.sha256((folder / "resume" / "optimizer.pt").read_bytes()).hexdigest()
+    (folder / "resume" / "state.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="optimizer.pt: refused .* tensors and numbers only"):
+        load_point(folder / "resume")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_resume_refuses_finished_pointless_or_invalid_folders_and_run_refuses_unfinished_ones(cl_root, tmp_path):
+    raw = resumable_config(cl_root, "seq", max_steps=2)
+    _, done = run_experiment(parse_config(raw), tmp_path / "done")
+    with pytest.raises(ConfigError, match="the run is finished"):
+        resume_experiment(done)
+    empty = tmp_path / "started"
+    empty.mkdir()
+    (empty / "config.yaml").write_text(yaml.safe_dump(raw))
+    (empty / "log.jsonl").write_text("")
+    with pytest.raises(ConfigError, match="no resume point to continue from"):
+        resume_experiment(empty)
+    with pytest.raises(ConfigError, match="holds an unfinished run; continue it with `continual-lm run --resume"):
+        run_experiment(parse_config(raw), empty)
+    (empty / "config.yaml").write_text(yaml.safe_dump({**raw, "trainin": {}}))
+    with pytest.raises(ConfigError, match="config.yaml: trainin"):
+        resume_experiment(empty)
+
+
+class NaNAt(Method):
+    """seq whose loss becomes NaN at a given step of the second stage."""
+    name = "nan_at"
+
+    def loss(self, ctx, examples):
+        loss = ctx.backbone.loss(examples)
+        return loss * float("nan") if ctx.stage_index == 1 and ctx.step == 5 else loss
+
+
+def test_a_non_finite_loss_stops_the_run_in_one_line_keeping_the_resume_point(cl_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "configured_method", lambda cfg: NaNAt())
+    with pytest.raises(NonFiniteError, match=r"stage 'amazon', step 5, method 'seq': non-finite loss "
+                                             r"\(last finite loss: \d"):
+        run_experiment(parse_config(resumable_config(cl_root, "seq")), tmp_path / "run")
+    events = log_events(tmp_path / "run")
+    assert events[-2]["event"] == "non_finite" and events[-1]["event"] == "error"
+    assert not (tmp_path / "run" / "metrics.json").exists() and (tmp_path / "run" / "resume" / "state.json").exists()
+    record, _ = run_experiment(parse_config(resumable_config(cl_root, "seq", nan_policy="skip_step")),
+                               tmp_path / "skip")
+    assert len(record.acc_matrix) == 2 and any(e["event"] == "non_finite" for e in log_events(tmp_path / "skip"))
+
+
+def equal_states(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a.cpu(), b.cpu())
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(equal_states(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(equal_states(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_state_round_trips(cl_root, tmp_path, name):
+    raw = tiny_config(cl_root, "gpt", "causal", "lora", method=name, max_steps=3,
+                      params={"max_new_tokens": 6} if name in ("lamol", "lfpt5", "sapt") else {})
+    cfg = parse_config(raw)
+    tasks, world = build_tasks(cfg)
+    method = create_method(name, cfg.method.params)
+    run_sequence(cfg, tasks, prepare_backbone(cfg, tasks, world, make_accelerator()), method)
+    state = method.state_dict()
+    save_point(tmp_path / "point", {"method": state}, None)
+    loaded = load_point(tmp_path / "point")[0]["method"]
+    assert equal_states(state, loaded)
+    fresh = create_method(name, cfg.method.params)
+    ctx = TrainContext(cfg, prepare_backbone(cfg, tasks, world, make_accelerator()), make_accelerator(), tasks,
+                       lambda r: None, random.Random(0))
+    fresh.setup(ctx)
+    fresh.load_state_dict(loaded)
+    assert equal_states(fresh.state_dict(), state)
