@@ -46,7 +46,7 @@ class FakeRecord:
     pass
 
 
-def fake_run_experiment(cfg, folder):
+def fake_run_experiment(cfg, folder, resume=False):
     from continual_lm.config import dump_config
     folder.mkdir(parents=True)
     acc = [[80.0, 10.0], [60.0, 90.0]]
@@ -69,7 +69,7 @@ def test_grid_runs_resumes_and_refuses_unlisted_finished_folders(cl_root, tmp_pa
     with pytest.raises(ConfigError, match="exists; pass --resume"):
         run_grid(Grid(base, "toy.yaml", ["seq"], [0]), out, tmp_path / "runs2")
     calls = []
-    monkeypatch.setattr(grid_module, "run_experiment", lambda cfg, folder: (calls.append(folder.name),
+    monkeypatch.setattr(grid_module, "run_experiment", lambda cfg, folder, resume=False: (calls.append(folder.name),
                                                                             fake_run_experiment(cfg, folder))[1])
     second = run_grid(Grid(base, "toy.yaml", ["seq", "mtl"], [0, 1]), out, tmp_path / "runs3", resume=True,
                       echo=lambda line: None)
@@ -82,7 +82,7 @@ def test_grid_runs_resumes_and_refuses_unlisted_finished_folders(cl_root, tmp_pa
         run_grid(Grid(base, "toy.yaml", ["seq"], [2]), tmp_path / "other.json", tmp_path / "runs4")
     # A finished folder the results file does not list (a grid stopped between the run and the write) is adopted by
     # --resume when its config is the cell's; another config is refused.
-    monkeypatch.setattr(grid_module, "run_experiment", lambda cfg, folder: pytest.fail("adopted runs do not run"))
+    monkeypatch.setattr(grid_module, "run_experiment", lambda cfg, folder, resume=False: pytest.fail("adopted runs do not run"))
     adopted = run_grid(Grid(base, "toy.yaml", ["seq", "mtl"], [0]), tmp_path / "again.json", tmp_path / "runs",
                        resume=True, echo=lambda line: None)
     assert [r["method"] for r in adopted["runs"]] == ["seq", "mtl"] and adopted["runs"][0]["op"] == 75.0
@@ -94,7 +94,7 @@ def test_grid_runs_resumes_and_refuses_unlisted_finished_folders(cl_root, tmp_pa
 
 
 def test_a_bad_override_or_parameter_stops_before_any_run(cl_root, tmp_path, monkeypatch):
-    def must_not_run(cfg, folder):
+    def must_not_run(cfg, folder, resume=False):
         raise AssertionError("a run started")
     monkeypatch.setattr(grid_module, "run_experiment", must_not_run)
     base = tiny_config(cl_root)
