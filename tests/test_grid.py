@@ -172,3 +172,25 @@ def test_method_parameters_are_per_label_not_per_setting(tmp_path):
     c.write_text(json.dumps(rows))
     with pytest.raises(DataError, match="runs labelled 'ewc' were made with different method parameters"):
         merge_runs([b, c])
+
+
+def test_grid_resume_continues_unfinished_runs_from_their_resume_point(cl_root, tmp_path, monkeypatch):
+    from continual_lm.config import dump_config
+    base = tiny_config(cl_root)
+    grid = Grid(base, "toy.yaml", ["seq", "mtl"], [0])
+    runs = tmp_path / "runs"
+    for method, with_point in (("seq", True), ("mtl", False)):
+        folder = runs / f"seed0-{method}"
+        (folder / "resume").mkdir(parents=True)
+        (folder / "config.yaml").write_text(dump_config(grid.config(None, 0, method)))
+        if with_point:
+            (folder / "resume" / "state.json").write_text("{}")
+    calls = []
+
+    def fake(cfg, folder, resume=False):
+        calls.append((folder.name, resume, (folder / "config.yaml").exists()))
+        return fake_run_experiment(cfg, folder / "done")[0], folder
+    monkeypatch.setattr(grid_module, "run_experiment", fake)
+    run_grid(grid, tmp_path / "r.json", runs, resume=True, echo=lambda line: None)
+    # seq goes on from its point; mtl, killed before its first point, starts again in a cleared folder
+    assert calls == [("seed0-seq", True, True), ("seed0-mtl", False, False)]
