@@ -89,8 +89,8 @@ class TrainSettings(_Strict):
     # all that OP/BWT/FWT need; the other cells of the accuracy matrix stay empty). Saves ~40% on 15 tasks.
     eval_tasks: Literal["all", "seen_and_next"] = "all"
     per_task: dict[str, TaskOverride] = {}  # task name -> overrides
-    # Resume points (<run>/resume): every save_every optimiser steps and at each stage's end (0 or null: only at the
-    # stages' ends). 50 costs well under 2% of a step's time for MiniLM + LoRA (benchmarks/resume_overhead.py).
+    # Resume points (<run>/resume): every save_every optimiser steps and at each stage's end (0: only at the stages'
+    # ends; null: none at all). 50 costs well under 2% of a run for MiniLM + LoRA (benchmarks/resume_overhead.py).
     save_every: int | None = 50
     keep_resume: bool = False        # keep the last resume point when the run finishes (it is deleted otherwise)
     nan_policy: Literal["stop", "skip_step"] = "stop"  # a NaN/inf loss or gradient: stop the run, or skip that step

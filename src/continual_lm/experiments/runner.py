@@ -55,8 +55,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
         method = configured_method(cfg)
         tasks, world = build_tasks(cfg)
         backbone = prepare_backbone(cfg, tasks, world, accelerator, folder.log)
-        result = run_sequence(cfg, tasks, backbone, method, folder.log, accelerator, folder.checkpoint_path, store,
-                              point)
+        result = run_sequence(cfg, tasks, backbone, method, folder.log, accelerator, folder.checkpoint_path,
+                              store if cfg.training.save_every is not None else None, point)
     except Interrupted as e:
         folder.log({"event": "interrupted", "at": str(e)})
         raise Interrupted(f"interrupted at {e}; a resume point is in {store.folder}: continue with "
