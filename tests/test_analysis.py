@@ -10,6 +10,8 @@ from continual_lm.analysis.landscape import project
 from continual_lm.evaluation.metrics import decompose_forgetting
 from continual_lm.analysis.run_loader import load_run
 from continual_lm.cli import main
+from continual_lm.errors import ConfigError
+from conftest import tiny_config
 from continual_lm.config import parse_config
 from continual_lm.evaluation.evaluate import evaluate_task
 from continual_lm.experiments.runner import run_experiment
@@ -125,3 +127,20 @@ def test_per_task_adapters_are_restored_from_checkpoints(tmp_path, monkeypatch):
     assert all(torch.equal(start[n], task0_end[n]) for n in start)
     assert any(not torch.equal(start[n], end[n]) for n in start)
     assert analyze(folder, ["angles"], split=3)["angles"]["pairs"]
+
+
+def test_analyze_checks_every_checkpoint_before_it_starts(tiny_run, tmp_path):
+    import shutil
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run, copy)
+    (copy / "checkpoints" / "task0" / "step0.safetensors").unlink()
+    with pytest.raises(ConfigError, match=r"the analyses need checkpoints it lacks \(task0 step 0\)"):
+        analyze(copy, ["angles"])
+    analyze(copy, ["recovery"], grid=3)  # recovery reads only the second stage: it runs
+
+
+def test_step_zero_is_saved_whenever_checkpoints_are(cl_root, tmp_path):
+    raw = tiny_config(cl_root, max_steps=3)
+    raw["checkpoint_steps"] = [2]
+    _, folder = run_experiment(parse_config(raw), tmp_path / "run")
+    assert (folder / "checkpoints" / "agnews" / "step0.safetensors").exists()

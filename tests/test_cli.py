@@ -25,7 +25,14 @@ def test_run_config_and_compare(cl_root, tmp_path, capsys):
     assert main(["compare", str(tmp_path / "r1"), str(tmp_path / "r2")]) == 0
     out = capsys.readouterr().out
     op = json.loads((tmp_path / "r2" / "metrics.json").read_text())["op"]
-    assert "| r2 | replay | " + f"{op:.1f}" in out and "| r1 | seq |" in out
+    assert "| r2 | toy | replay | " + f"{op:.1f}" in out and "| r1 | toy | seq |" in out
+    # a folder of runs stands for the runs in it; an unfinished one is left out with a warning
+    (tmp_path / "r3").mkdir()
+    (tmp_path / "r3" / "config.yaml").write_text("seed: 0\n")
+    assert main(["compare", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "| r1 | toy | seq |" in captured.out and "| r2 | toy | replay |" in captured.out
+    assert "r3: not a finished run (no metrics.json); left out" in captured.err
 
 
 def test_run_several_methods_prints_the_comparison(cl_root, tmp_path, capsys):
@@ -33,7 +40,7 @@ def test_run_several_methods_prints_the_comparison(cl_root, tmp_path, capsys):
     cfg_path.write_text(yaml.safe_dump(tiny_config(cl_root, max_steps=2)))
     assert main(["run", "--config", str(cfg_path), "--methods", "seq,ewc", "--out", str(tmp_path / "cmp")]) == 0
     out = capsys.readouterr().out
-    assert "| seq | seq |" in out and "| ewc | ewc |" in out
+    assert "| seq | toy-seed0-seq | seq |" in out and "| ewc | toy-seed0-ewc | ewc |" in out
     assert (tmp_path / "cmp" / "ewc" / "metrics.json").exists()
 
 
@@ -47,14 +54,14 @@ def test_bad_input_is_one_line_error(cl_root, tmp_path):
         (["run", "--config", str(cfg_path), "--set", "model.path=/no/such/model", "--set", "model.tiny=null",
           "--set", "method.name=seq", "--out", str(tmp_path / "y")],
          "model.path: /no/such/model does not exist"),
-        (["compare", str(tmp_path)], "not a finished run"),
+        (["compare", str(tmp_path)], "none of the folders given holds a finished run"),
         (["run", "--config", str(cfg_path), "--set", "method.name=seq", "--set", "method_params={sequ: {}}",
           "--out", str(tmp_path / "z")], "method_params: unknown method(s) ['sequ']"),
     ]:
         proc = subprocess.run([sys.executable, "-m", "continual_lm.cli", *argv], capture_output=True, text=True)
         assert proc.returncode == 2, proc.stderr
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and expected in lines[0], proc.stderr
+        lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("warning:")]
+        assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], proc.stderr
 
 
 def test_malformed_yaml_and_unknown_key(tmp_path):
@@ -108,3 +115,19 @@ def test_list_verbose_describes_typed_parameters(capsys):
     assert main(["list", "--verbose"]) == 0
     out = capsys.readouterr().out
     assert "top_fraction: float = 0.2 (> 0, <= 1) — share of coordinates each mask keeps" in out
+
+
+def test_compare_paired_refuses_two_runs_of_one_cell_and_says_when_nothing_pairs(tmp_path, capsys):
+    def fake_run(name, method, seed, tasks=("x", "y")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "method": {"name": method}}))
+        (folder / "metrics.json").write_text(json.dumps({
+            "method": method, "tasks": list(tasks), "op": 1.0, "bwt": 0.0, "fwt": 0.0, "seconds": 1.0,
+            "acc_matrix": [[1.0, 0.0], [1.0, 1.0]]}))
+        return str(folder)
+    a, a2, b = fake_run("a", "a", 0), fake_run("a2", "a", 0), fake_run("b", "b", 1)
+    assert main(["compare", a, a2, "--paired", "a"]) == 2
+    assert "are both a on the same task order and seed; compare one of them" in capsys.readouterr().err
+    assert main(["compare", a, b, "--paired", "a"]) == 0
+    assert "nothing to pair" in capsys.readouterr().out

@@ -95,23 +95,54 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_folders(paths: list[Path]) -> list[Path]:
+    """The run folders among ``paths``: a folder of runs (a grid's --runs, a run --methods folder) stands for the
+    runs in it; an unfinished run is skipped with a warning."""
+    found = []
+    for path in map(Path, paths):
+        if not (path / "metrics.json").exists() and path.is_dir() and not (path / "config.yaml").exists():
+            inside = sorted(p for p in path.iterdir() if (p / "metrics.json").exists() or (p / "config.yaml").exists())
+            if inside:
+                found += inside
+                continue
+        found.append(path)
+    finished = []
+    for path in found:
+        if (path / "metrics.json").exists():
+            finished.append(path)
+        else:
+            print(f"warning: {path}: not a finished run (no metrics.json); left out", file=sys.stderr)
+    return finished
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from .errors import ConfigError
     from .reporting.report import (PAIRED_KEYS, aggregate_by_method, comparison_table, method_table,
                                    paired_differences, paired_table, summary_row)
     from .reporting.run_folder import RunRecord, run_seed
 
-    rows = []
-    for d in args.runs:
+    folders = run_folders(args.runs)
+    if not folders:
+        raise ConfigError("compare: none of the folders given holds a finished run")
+    rows, cells = [], {}
+    for d in folders:
         record = RunRecord.read(d)
-        rows.append(summary_row(Path(d).name, record))
+        rows.append({**summary_row(d.name, record), "experiment": record.name})
         if args.paired:  # runs pair up when they saw the same task sequence with the same seed
             rows[-1].update(sequence=tuple(record.tasks), seed=run_seed(d))
+            key = (record.method, rows[-1]["sequence"], rows[-1]["seed"])
+            if key in cells:
+                raise ConfigError(f"--paired: {cells[key]} and {d} are both {record.method} on the same task order "
+                                  "and seed; compare one of them")
+            cells[key] = d
     print(method_table(aggregate_by_method(rows)) if args.by_method or args.paired else comparison_table(rows))
     if args.paired:
         if not any(r["method"] == args.paired for r in rows):
             raise ConfigError(f"--paired {args.paired}: no run of that method among the runs given")
         diffs = paired_differences(rows, args.paired, PAIRED_KEYS, pair=("sequence", "seed"))
+        if not diffs:
+            print(f"\nNo other method ran on the task order and seed of a {args.paired} run: nothing to pair.")
+            return 0
         print(f"\nDifference from {args.paired} on the same task order and seed, mean ± standard error:\n")
         print(paired_table(diffs, args.paired))
     return 0
@@ -126,6 +157,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     results = analyze(args.run, what, args.split, args.energy, args.grid, args.examples, recovery)
     for name, result in results.items():
         if name == "recovery":
+            if result["never_learnt"]:
+                print(f"recovery  warning: {result['old_task']} was never learnt ({result['after_own_training']:.1f} "
+                      f"after its own training, {result['initial']:.1f} untrained): its 'recovery' is learning, not "
+                      "recovering")
             for p in result["points"]:
                 print(f"recovery  step {p['step']}: {p['before']:.1f} -> {p['after_recovery']:.1f}")
         elif name == "fisher":

@@ -166,10 +166,31 @@ class ExperimentConfig(_Strict):
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
-    first = err.errors()[0]
+    errors = err.errors()
+    # A misspelt key is the likelier cause of a missing one: report it first.
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     key = ".".join(str(p) for p in first["loc"]) or "(top level)"
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{source}: {key}: {first['msg']}{more}"
+    hint = ""
+    if first["type"] == "extra_forbidden":  # a typo of a known key: say which
+        import difflib
+        model: type[BaseModel] | None = ExperimentConfig
+        for part in first["loc"][:-1]:
+            field = model.model_fields.get(str(part)) if model else None
+            model = _model_of(field.annotation) if field else None
+        known = list(model.model_fields) if model else []
+        close = difflib.get_close_matches(str(first["loc"][-1]), known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else (f"; known: {known}" if known else "")
+    return f"{source}: {key}: {first['msg']}{hint}{more}"
+
+
+def _model_of(annotation) -> type[BaseModel] | None:
+    """The settings model of a field (``X`` or ``X | None``), to look up its known keys."""
+    import typing
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
 
 
 def parse_config(data: dict, source: str = "config") -> ExperimentConfig:
@@ -189,7 +210,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: malformed YAML: {str(e).splitlines()[0]}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
     for item in overrides or []:
         apply_override(data, item)
     return parse_config(data, str(path))

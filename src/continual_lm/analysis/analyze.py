@@ -7,7 +7,7 @@ from ..config import RecoverySettings
 from ..errors import ConfigError
 from ..methods.importance import diagonal_fisher
 from ..models.weights import effective_matrices, flat_weights, trainable_as, tracked_parameters
-from ..reporting.run_folder import write_json
+from ..reporting.run_folder import checkpoint_path, write_json
 from .angles import layer_and_type, pearson, plot_angles, update_angles
 from .landscape import loss_surface, plot_landscape, project
 from .recovery import recovery_curve
@@ -44,8 +44,11 @@ def matrices_at(run: LoadedRun, stage: str, step) -> dict:
 def run_recovery(run: LoadedRun, out: Path, settings: RecoverySettings) -> dict:
     first, second = _stages(run)
     rows = recovery_curve(run, second, first, settings)
-    result = {"stage": second, "old_task": first, "settings": settings.model_dump(),
-              "after_own_training": run.record.acc_matrix[0][0], "points": rows}
+    learnt, initial = run.record.acc_matrix[0][0], (run.record.initial or [None])[0]
+    result = {"stage": second, "old_task": first, "settings": settings.model_dump(), "after_own_training": learnt,
+              "initial": initial, "points": rows,
+              # a task that never rose above its untrained score was never learnt: there is nothing to "recover"
+              "never_learnt": initial is not None and learnt <= initial}
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     labels = [str(r["step"]) for r in rows]
@@ -128,12 +131,30 @@ def run_fisher(run: LoadedRun, out: Path, split: int | None, energy: float, batc
     return {"split_step": mid, "pearson": r, "matrices": rows}
 
 
+def check_checkpoints(run: LoadedRun, what: list[str], split: int | None) -> None:
+    """Every checkpoint the analyses will read, checked before any of them starts (one line naming what is missing)."""
+    first, second = _stages(run)
+    needed = set()
+    if "recovery" in what or "landscape" in what:
+        needed |= {(second, 0), (second, "end")}
+    if "angles" in what or "fisher" in what:
+        needed |= {(first, 0), (first, "end"), (second, 0), (second, "end")}
+    missing = sorted(f"{stage} step {step}" for stage, step in needed
+                     if not checkpoint_path(run.folder, stage, step).exists())
+    if missing:
+        raise ConfigError(f"{run.folder}: the analyses need checkpoints it lacks ({', '.join(missing)}): run with "
+                          "checkpoint_steps set (step 0 and the end of every stage are then always saved)")
+    if any(w in what for w in ("angles", "landscape", "fisher")):
+        _split_step(run, second, split)
+
+
 def analyze(folder: str | Path, what: list[str], split: int | None = None, energy: float = 0.99, grid: int = 21,
             n_examples: int = 64, recovery: RecoverySettings | None = None, fisher_batches: int = 8) -> dict:
     unknown = [w for w in what if w not in ANALYSES]
     if unknown:
         raise ConfigError(f"analysis: unknown {unknown}; known: {list(ANALYSES)}")
     run = load_run(folder)
+    check_checkpoints(run, what, split)
     out = run.folder / "analysis"
     out.mkdir(exist_ok=True)
     results = {}

@@ -67,7 +67,8 @@ def load_benchmark(benchmark: str, data_dir: str | Path, order: int | None = Non
                 for t in tasks]
     names = tasks or task_order(benchmark, order)
     if not data_dir.is_dir():
-        raise ConfigError(f"data.data_dir: {data_dir} is not a folder")
+        where = "" if data_dir.is_absolute() else f" (a relative path is read from the working directory, {Path.cwd()})"
+        raise ConfigError(f"data.data_dir: {data_dir} is not a folder{where}")
     known = {p.name for p in data_dir.iterdir() if p.is_dir()}
     unknown = [n for n in names if n not in known]
     if unknown:

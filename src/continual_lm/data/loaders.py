@@ -121,20 +121,26 @@ def load_cl_benchmark_task(task_dir: str | Path, n_train: int | None = None, n_t
 
 
 def _cl_instruction(task_dir: Path, name: str) -> str:
-    """Instruction from ``instruction_config.json`` beside the task folders (or inside it)."""
+    """The task's instruction: an ``instruction.txt`` in its folder; else ``instruction_config.json`` (in the folder
+    or beside it) under the task's own name, or under the instruction type of the 15 O-LoRA tasks (TC, SC, NLI, …)."""
+    own = task_dir / "instruction.txt"
+    if own.exists():
+        return own.read_text(encoding="utf-8")
     key = INSTRUCTION_KEY.get(name, "__unknown__")
     if key is None:
         return ""
     for cfg_path in (task_dir / "instruction_config.json", task_dir.parent / "instruction_config.json"):
         if cfg_path.exists():
             cfg = read_json(cfg_path)
+            key = name if name in cfg else key
             if key == "__unknown__":
-                raise DataError(f"{task_dir}: no instruction type is known for task {name!r}; "
-                                f"known: {sorted(INSTRUCTION_KEY)}")
-            if key not in cfg or not cfg[key] or "instruction" not in cfg[key][0]:
+                raise DataError(f"{task_dir}: no instruction for task {name!r}: add an instruction.txt to its folder, or "
+                                f"an entry {name!r} to {cfg_path} (the O-LoRA tasks use the types {sorted(set(filter(None, INSTRUCTION_KEY.values())))})")
+            if not cfg.get(key) or "instruction" not in cfg[key][0]:
                 raise DataError(f"{cfg_path}: missing instruction for key {key!r} (task {name})")
             return cfg[key][0]["instruction"]
-    raise DataError(f"{task_dir}: instruction_config.json not found in the task folder or its parent")
+    raise DataError(f"{task_dir}: no instruction: add an instruction.txt to the task folder, or an "
+                    "instruction_config.json to it or its parent")
 
 
 # --------------------------------------------------------------------------- SuperNI

@@ -308,6 +308,7 @@ def same_config(folder: Path, cfg: ExperimentConfig) -> bool:
 def grid_row(record: RunRecord, folder: Path, order: int | None, seed: int, method: str, seconds: float) -> dict:
     """A run's row in a results file: its summary (with ``method`` the grid's label), where it is, its matrix."""
     record = RunRecord(**{**record.to_json(), "method": method, "seconds": seconds})
-    return {**summary_row(folder.name, record), "folder": str(folder), "order": order, "seed": seed,
+    return {**summary_row(folder.name, record), "experiment": record.name, "folder": str(folder), "order": order,
+            "seed": seed,
             "tasks": record.tasks, "acc_matrix": record.acc_matrix, "initial": record.initial, "curve": record.curve,
             "method_report": record.method_report}

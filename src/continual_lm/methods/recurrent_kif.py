@@ -185,6 +185,7 @@ class RecurrentKIF(Method):
         self.memory = ReplayMemory(self.params.memory_fraction, ctx.config.seed)
 
     def before_stage(self, ctx) -> None:
+        self.memory.log_sizes(ctx.log)  # a 2% memory of a small task can be one example: say so
         # Plain training while there is no memory (the first task): nothing below runs then.
         self.active = len(self.memory) > 0
         self.tracked = ctx.backbone.trainable_parameters()

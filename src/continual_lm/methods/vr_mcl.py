@@ -47,6 +47,7 @@ class VRMCL(Method):
         self.tracked = ctx.backbone.trainable_parameters()
 
     def before_stage(self, ctx) -> None:
+        self.memory.log_sizes(ctx.log)  # a 2% memory of a small task can be one example: say so
         self.tracked = ctx.backbone.trainable_parameters()
 
     def loss(self, ctx, examples: list[Example]) -> torch.Tensor:

@@ -328,14 +328,38 @@ def load_pretrained(settings: ModelSettings) -> tuple[PreTrainedModel, PreTraine
     assert path is not None  # ModelSettings guarantees a path or a tiny model
     # A hub id is "name" or "org/name"; anything else is a local path and must exist.
     is_hub_id = not path.startswith((".", "/", "~")) and path.count("/") <= 1
-    if not Path(path).expanduser().exists() and not is_hub_id:
+    local = Path(path).expanduser()
+    if not local.exists() and not is_hub_id:
         raise ConfigError(f"model.path: {path} does not exist")
+    if local.is_dir() and not (local / "config.json").exists():
+        raise ConfigError(f"model.path: {path} has no config.json: give the folder a Hugging Face model was saved "
+                          "to (save_pretrained)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AUTO_CLASSES[settings.kind].from_pretrained(path)
     except OSError as e:
         raise ConfigError(f"model.path: cannot load {path!r} as a {settings.kind} model: {str(e).splitlines()[0]}") from None
+    except ValueError as e:  # e.g. a GPT-2 folder asked for as seq2seq: "Unrecognized configuration class ..."
+        detail = (str(e).splitlines() or [type(e).__name__])[0][:120]
+        fits = [k for k, auto in AUTO_CLASSES.items() if k != settings.kind and _loadable(auto, path)]
+        hint = f"; set model.kind: {fits[0]}" if fits else ""
+        raise ConfigError(f"model.path: {path!r} is not a {settings.kind} model ({detail}){hint}") from None
+    if settings.kind != "encoder" and tokenizer.eos_token is None:
+        # A generative model must end its answers: fall back to the separator token, which plays that part in
+        # BERT-style vocabularies (documented in the README).
+        if tokenizer.sep_token is None:
+            raise ConfigError(f"model.path: the tokenizer of {path!r} has no EOS (and no SEP) token: a {settings.kind} "
+                              "model needs one to end its answers; add one to the tokenizer (tokenizer.eos_token)")
+        tokenizer.eos_token = tokenizer.sep_token
     return model, tokenizer
+
+
+def _loadable(auto, path: str) -> bool:
+    from transformers import AutoConfig
+    try:
+        return type(AutoConfig.from_pretrained(path)) in auto._model_mapping
+    except Exception:  # noqa: BLE001 - only a hint
+        return False
 
 
 def apply_lora(model: PreTrainedModel, settings: ModelSettings, kind: str, adapter_name: str = "default") -> nn.Module:

@@ -61,9 +61,9 @@ def summary_row(run: str, record: RunRecord) -> dict:
 
 def comparison_table(rows: list[dict]) -> str:
     """rows: summary_row(...) per run -> a markdown table."""
-    return markdown_table(["run", "method", "OP", "BWT", "FWT", "LA", "F", "AP", "seconds"],
-                          [[r["run"], r["method"], *(_fmt(r[k]) for k in METRIC_KEYS), f"{r['seconds']:.0f}"]
-                           for r in rows])
+    return markdown_table(["run", "experiment", "method", "OP", "BWT", "FWT", "LA", "F", "AP", "seconds"],
+                          [[r["run"], r.get("experiment", ""), r["method"], *(_fmt(r[k]) for k in METRIC_KEYS),
+                            f"{r['seconds']:.0f}"] for r in rows])
 
 
 def pyplot():

@@ -239,7 +239,7 @@ def run_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone, m
             points: dict[str, float] = run.pop("points", {}) if position is not None else {}
 
             def before_step(step: int, stage: Stage = stage, watch: bool = watch, points: dict = points) -> None:
-                if saving and step in cfg.checkpoint_steps:
+                if saving and (step == 0 or step in cfg.checkpoint_steps):  # step 0: every analysis starts there
                     save_checkpoint(backbone, checkpoint_path(stage.name, step))  # type: ignore[misc]
                 if watch and step in cfg.curve_steps:
                     points[str(step)] = evaluate_all(backbone, tasks[:1], cfg)[0]
