@@ -144,6 +144,7 @@ def test_grid_command_end_to_end_and_merge(cl_root, tmp_path, capsys):
     merged = json.loads((tmp_path / "all.json").read_text())
     assert merged["methods"]["ewc"]["runs"] == 2 and merged["paired_vs_seq"]["ewc"]["cells"] == 2
     assert "| ewc | 2 |" in (tmp_path / "all.md").read_text()
+    assert (tmp_path / "all_methods.png").stat().st_size > 0 and not (tmp_path / "all_curve.png").exists()
     assert main(["grid", "--merge", str(tmp_path / "s0.json"), str(tmp_path / "s0.json"), "--out",
                  str(tmp_path / "dup.json")]) == 2
     assert "is also in an earlier file" in capsys.readouterr().err
@@ -194,3 +195,19 @@ def test_grid_resume_continues_unfinished_runs_from_their_resume_point(cl_root, 
     run_grid(grid, tmp_path / "r.json", runs, resume=True, echo=lambda line: None)
     # seq goes on from its point; mtl, killed before its first point, starts again in a cleared folder
     assert calls == [("seed0-seq", True, True), ("seed0-mtl", False, False)]
+
+
+def test_two_task_grids_with_a_curve_plot_it(tmp_path):
+    from continual_lm.experiments.grid import summarise
+    rows = [{"run": f"seed{s}-{m}", "method": m, "seed": s, "order": None, "tasks": ["task0", "task1"],
+             "acc_matrix": [[60.0, 5.0], [v, 95.0]], "initial": [0.0, 0.0], "op": (v + 95) / 2, "bwt": v - 60,
+             "fwt": 5.0, "la": 77.5, "f": 60 - v, "ap": 70.0, "seconds": 1.0,
+             "curve": {"task1": {"0": 60.0, "10": v + 5, "end": v}},
+             "timing": {"pretrain": 10.0 * (s == 0), "train": 0.5, "evaluation": 0.25, "curve": 0.125}}
+            for s in (0, 1) for m, v in (("seq", 20.0), ("replay", 30.0))]
+    summary = summarise(rows, {"config": "bio.yaml", "overrides": []}, tmp_path / "g.json", echo=lambda s: None)
+    assert summary["tasks"]["replay"]["curve"]["10"]["mean"] == 35.0
+    assert (tmp_path / "g_curve.png").stat().st_size > 0 and (tmp_path / "g_methods.png").stat().st_size > 0
+    # pretrain (10 + 0) / 2; total (11 + 1) / 2; other: 6 − 5 − 0.875
+    assert summary["timing"]["seq"] == {"pretrain": 5.0, "train": 0.5, "evaluation": 0.2, "curve": 0.1, "other": 0.1,
+                                        "total": 6.0}

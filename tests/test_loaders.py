@@ -198,4 +198,4 @@ def test_trace_runs_end_to_end_with_a_tiny_causal_model(tmp_path):
     assert record.tasks == ["C-STANCE", "FOMC", "Py150", "NumGLUE-ds", "20Minuten"]
     assert record.task_metrics == {"C-STANCE": "choice_letter", "FOMC": "choice_letter", "Py150": "edit_similarity",
                                    "NumGLUE-ds": "number", "20Minuten": "sari"}
-    assert "Scored by C-STANCE: choice_letter" in (folder / "report.md").read_text()
+    assert "| C-STANCE | choice_letter | 4 |" in (folder / "report.md").read_text()  # task, metric, n_test

@@ -141,3 +141,44 @@ def test_sari_on_the_reference_implementations_example():
     assert sari("About 95 you now get in.", refs, source) == pytest.approx(26.953601953601954)
     assert tokenize_13a("accepted. 3.5 a-b, c") == "accepted . 3.5 a-b , c"
     assert score("sari", ["About 95 you now get in."], [refs], [source]) == pytest.approx(26.953601953601954)
+
+
+# ---------------------------------------------------------------- uncertainty and reference scores
+
+def test_wilson_interval_of_exact_match_cells_by_hand():
+    from continual_lm.evaluation.metrics import cell_interval
+    c = cell_interval([100.0] * 8 + [0.0] * 2)  # 8/10: the textbook Wilson interval is 0.4902-0.9433
+    assert (round(c["low"], 2), round(c["high"], 2), c["n"], c["mean"]) == (49.02, 94.33, 10, 80.0)
+    assert c["se"] == pytest.approx((94.3318 - 49.0162) / (2 * 1.959964), abs=1e-3)  # the width the interval implies
+    zero = cell_interval([0.0] * 10)  # 0/10: not the empty [0, 0] of the normal interval
+    assert (zero["low"], round(zero["high"], 2)) == (0.0, 27.75)
+
+
+def test_graded_cells_use_the_normal_interval_and_one_graded_example_has_none():
+    from continual_lm.evaluation.metrics import cell_interval
+    c = cell_interval([50.0, 100.0, 0.0, 50.0])  # sample sd = √(5000/3) = 40.82; se = 20.41
+    assert c["se"] == pytest.approx(20.4124, abs=1e-4)
+    assert (round(c["low"], 1), round(c["high"], 1)) == (10.0, 90.0)
+    assert cell_interval([50.0])["low"] is None
+    with pytest.raises(ValueError):
+        cell_interval([])
+
+
+def test_op_interval_adds_the_tasks_variances():
+    from continual_lm.evaluation.metrics import op_interval
+    low, high = op_interval([{"mean": 60.0, "se": 3.0}, {"mean": 80.0, "se": 4.0}])  # 70 ± 1.96·5/2
+    assert (round(low, 2), round(high, 2)) == (65.1, 74.9)
+    assert op_interval([{"mean": 60.0, "se": None}]) is None
+
+
+def test_chance_and_majority_by_hand():
+    from continual_lm.data.task import Example, Task
+    from continual_lm.evaluation.evaluate import reference_scores
+    opts = ("A", "B", "C")
+    test = [Example("q", g, "t", opts) for g in "AABC"]
+    train = [Example("q", g, "t", opts) for g in "BBAC"]
+    ref = reference_scores(Task("t", train, test, options=opts))
+    assert ref["chance"] == pytest.approx(100 / 3)   # (50 + 25 + 25) / 3
+    assert ref["majority"] == 25.0                    # always "B": one of four
+    free = reference_scores(Task("g", [], [Example("q", "x", "g")], metric="rouge_l"))
+    assert free == {"chance": None, "majority": None}

@@ -46,3 +46,19 @@ def test_minilm_on_real_task_beats_chance_without_training():
     backbone = build_backbone(ModelSettings(kind="encoder", finetune="full", max_length=128))
     from continual_lm.evaluation.evaluate import evaluate_task
     assert evaluate_task(backbone, task).score > 25.0 + 10  # 4 labels: chance is 25%
+
+
+def test_trace_runs_on_any_task_folder_in_its_layout(tmp_path):
+    import json
+    root = tmp_path / "mytrace"
+    for name in ("FOMC", "MyNewTask"):
+        (root / name).mkdir(parents=True)
+        rec = [{"prompt": f"{name} question {i}\nAnswer:", "answer": "A" if i % 2 else "B"} for i in range(6)]
+        for split in ("train", "test"):
+            (root / name / f"{split}.json").write_text(json.dumps(rec))
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "trace.yaml",
+                      [f"data.data_dir={root}", "data.tasks=[FOMC, MyNewTask]", "training.max_steps=2",
+                       "model.max_length=64", "model.max_new_tokens=4"])
+    record, _ = run_experiment(cfg, tmp_path / "run")
+    assert record.task_metrics == {"FOMC": "choice_letter", "MyNewTask": "exact_match"}
+    assert record.chance == [None, None] and record.majority[1] == 50.0  # "A" half the time; no options given

@@ -182,3 +182,44 @@ def test_epochs_count_whole_batches_including_the_last_partial_one():
     assert steps_for(TrainSettings(epochs=2, batch_size=4, grad_accum=2), 30, 1) == 8   # 16 micro-batches
     assert steps_for(TrainSettings(epochs=1, batch_size=4), 32, 2) == 4                 # global batch 8
     assert steps_for(TrainSettings(epochs=3, batch_size=4, max_steps=5), 30, 1) == 5
+
+
+def test_predictions_files_intervals_and_references_in_the_run_folder(cl_root, tmp_path):
+    import json
+    from continual_lm.reporting.run_folder import RunRecord
+    cfg = parse_config(tiny_config(cl_root))
+    record, folder = run_experiment(cfg, tmp_path / "run")
+    files = sorted(p.relative_to(folder).as_posix() for p in (folder / "predictions").rglob("*.jsonl"))
+    assert files == ["predictions/amazon/agnews.jsonl", "predictions/amazon/amazon.jsonl"]  # the last stage only
+    lines = [json.loads(x) for x in (folder / "predictions/amazon/agnews.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in lines] == list(range(8)) and set(lines[0]) == {"id", "prompt", "prediction", "gold", "score"}
+    assert sum(r["score"] for r in lines) / 8 == pytest.approx(record.acc_matrix[-1][0])
+    again = RunRecord.read(folder)
+    assert again.n_test == [8, 8] and again.chance == [50.0, 50.0] and len(again.intervals) == 2
+    assert again.intervals[-1][0]["mean"] == pytest.approx(record.acc_matrix[-1][0])
+    assert again.op_ci95[0] <= record.op <= again.op_ci95[1]
+    assert set(again.timing) == {"train", "evaluation"}
+    report = (folder / "report.md").read_text()
+    assert "n_test" in report and "95% CI" in report and "majority" in report
+
+
+@pytest.mark.parametrize("mode, expected", [("all", 4), ("none", 0)])
+def test_predictions_every_stage_or_never(cl_root, tmp_path, mode, expected):
+    cfg = parse_config(tiny_config(cl_root, predictions=mode, max_steps=1))
+    _, folder = run_experiment(cfg, tmp_path / "run")
+    assert len(list(folder.rglob("predictions/*/*.jsonl"))) == expected
+
+
+def test_report_to_tensorboard_logs_loss_lr_and_every_evaluation(cl_root, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    cfg = parse_config({**tiny_config(cl_root, report_to=["tensorboard"], max_steps=3), "log_every": 1})
+    _, folder = run_experiment(cfg, tmp_path / "run")
+    events = list((folder / "trackers").rglob("events.out.tfevents*"))
+    assert events
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "eval/agnews", "eval/amazon"} <= tags
+    assert [e.step for e in acc.Scalars("train/loss")] == [0, 1, 2, 3, 4, 5]  # stage 2 continues at step 3
+    assert [e.step for e in acc.Scalars("eval/amazon")] == [0, 3, 6]          # initial, after each stage

@@ -88,6 +88,12 @@ class TrainSettings(_Strict):
     # Which tasks to evaluate after each stage: "all", or "seen_and_next" (the trained ones and the next one,
     # all that OP/BWT/FWT need; the other cells of the accuracy matrix stay empty). Saves ~40% on 15 tasks.
     eval_tasks: Literal["all", "seen_and_next"] = "all"
+    # Each example's prediction, gold and score in <run>/predictions/<stage>/<task>.jsonl: after the last stage, after
+    # every stage, or never.
+    predictions: Literal["final", "all", "none"] = "final"
+    # Accelerate's experiment trackers (loss, lr, every evaluation, the curve points), under <run>/trackers; off by
+    # default. Each needs its own package (tensorboard, wandb, …).
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive"]] = []
     per_task: dict[str, TaskOverride] = {}  # task name -> overrides
     # Resume points (<run>/resume): every save_every optimiser steps and at each stage's end (0: only at the stages'
     # ends; null: none at all). 50 costs well under 2% of a run for MiniLM + LoRA (benchmarks/resume_overhead.py).

@@ -163,13 +163,20 @@ SCORERS: dict[str, Callable[[str, Sequence[str], str], float]] = {
     "edit_similarity": edit_similarity, "sari": sari}
 
 
-def score(metric: str, predictions: Sequence[str], answers: Sequence[Sequence[str]],
-          sources: Sequence[str] | None = None) -> float:
-    """Mean score (%) of predictions against their acceptable answers (``sources``: the prompts, for SARI)."""
+def example_scores(metric: str, predictions: Sequence[str], answers: Sequence[Sequence[str]],
+                   sources: Sequence[str] | None = None) -> list[float]:
+    """Each prediction's score (%) against its acceptable answers (``sources``: the prompts, for SARI)."""
     if len(predictions) != len(answers):
         raise ValueError(f"{len(predictions)} predictions for {len(answers)} examples")
     if not predictions:
         raise ValueError("cannot score an empty test set")
     fn = SCORERS[metric]
     sources = sources or [""] * len(predictions)
-    return sum(fn(p, a, s) for p, a, s in zip(predictions, answers, sources)) / len(predictions)
+    return [fn(p, a, s) for p, a, s in zip(predictions, answers, sources)]
+
+
+def score(metric: str, predictions: Sequence[str], answers: Sequence[Sequence[str]],
+          sources: Sequence[str] | None = None) -> float:
+    """Mean score (%) of predictions against their acceptable answers: every metric is a mean over examples."""
+    scores = example_scores(metric, predictions, answers, sources)
+    return sum(scores) / len(scores)

@@ -32,7 +32,7 @@ from ..config import ExperimentConfig, apply_override, parse_config
 from ..errors import ConfigError, ContinualLMError, DataError
 from ..methods import split_method_spec
 from ..reporting.report import (PAIRED_KEYS, aggregate_by_method, markdown_table, method_table, paired_differences,
-                                paired_table, summary_row)
+                                paired_table, plot_curves, plot_methods, summary_row)
 from ..reporting.run_folder import RESUME, RunRecord, atomic_write_text, is_unfinished, read_config, write_json
 from .runner import configured_method, run_experiment
 
@@ -186,6 +186,28 @@ def task_columns(rows: list[dict]) -> dict | None:
     return out
 
 
+PHASES = ("pretrain", "train", "evaluation", "curve")
+
+
+def timing_by_method(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Per method, the mean seconds per phase of its runs (``RunRecord.timing``; "other": the rest of a run's time —
+    model building, checkpoints, resume points, the forgetting decomposition). Runs without timing are left out."""
+    out: dict[str, dict[str, float]] = {}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        timed = [r for r in rows if r["method"] == method and r.get("timing")]
+        if not timed:
+            continue
+        phases = {k: statistics.fmean(r["timing"].get(k, 0.0) for r in timed) for k in PHASES}
+        total = statistics.fmean(r["seconds"] + r["timing"].get("pretrain", 0.0) for r in timed)
+        out[method] = {k: round(v, 1) for k, v in {**phases, "other": total - sum(phases.values()), "total": total}.items()}
+    return out
+
+
+def timing_table(timing: dict[str, dict[str, float]]) -> str:
+    keys = [*PHASES, "other", "total"]
+    return markdown_table(["method", *keys], [[m, *(f"{t[k]:.1f}" for k in keys)] for m, t in timing.items()])
+
+
 def mean_std(values: list[float]) -> dict:
     return {"mean": round(statistics.fmean(values), 2),
             "std": round(statistics.pstdev(values), 2) if len(values) > 1 else 0.0, "n": len(values)}
@@ -213,6 +235,9 @@ def summarise(rows: list[dict], setting: dict, out: Path, discussion: str = "", 
                            "orders": sorted({r["order"] for r in rows if r.get("order") is not None}),
                            "total_run_seconds": round(sum(r["seconds"] for r in rows))},
                "methods": per_method, "paired_vs_seq": paired, "runs": rows, "environment": environment()}
+    timing = timing_by_method(rows)
+    if timing:
+        summary["timing"] = timing
     if columns:
         summary["tasks"] = columns
         if checks:
@@ -228,13 +253,32 @@ def summarise(rows: list[dict], setting: dict, out: Path, discussion: str = "", 
         text += ["", "Task 0 and Task 1 (%), and Task 0 during Task 1 at the given steps:", "", task_table(columns)]
         if summary.get("targets"):
             text += ["", "Targets: " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in summary["targets"].items())]
+    if timing:
+        text += ["", "Seconds per run and phase (mean over the method's runs; pretrain: 0 when the cached checkpoint "
+                 "was used):", "", timing_table(timing)]
     if discussion:
         text += ["", discussion.rstrip()]
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, summary)
     atomic_write_text(out.with_suffix(".md"), "\n".join(text) + "\n")
-    echo(f"wrote {out} and {out.with_suffix('.md').name}")
+    plots = grid_plots(out, per_method, columns, setting)
+    echo(f"wrote {out}, {out.with_suffix('.md').name}" + "".join(f", {p.name}" for p in plots))
     return summary
+
+
+def grid_plots(out: Path, per_method: dict, columns: dict | None, setting: dict) -> list[Path]:
+    """<out>_methods.png (OP and BWT per method, ± std) and, for two-task runs with a curve, <out>_curve.png (Task 0
+    during Task 1, every method on one figure). Written to a temporary name, then renamed into place."""
+    done = []
+    jobs = [(out.with_name(out.stem + "_methods.png"), lambda p: plot_methods(p, per_method, setting["config"]))]
+    if columns and any(c["curve"] for c in columns.values()):
+        jobs.append((out.with_name(out.stem + "_curve.png"), lambda p: plot_curves(p, columns, setting["config"])))
+    for path, plot in jobs:
+        tmp = path.with_name(f".{path.stem}.tmp.png")
+        plot(tmp)
+        tmp.replace(path)
+        done.append(path)
+    return done
 
 
 # ---------------------------------------------------------------------------- running
@@ -311,4 +355,4 @@ def grid_row(record: RunRecord, folder: Path, order: int | None, seed: int, meth
     return {**summary_row(folder.name, record), "experiment": record.name, "folder": str(folder), "order": order,
             "seed": seed,
             "tasks": record.tasks, "acc_matrix": record.acc_matrix, "initial": record.initial, "curve": record.curve,
-            "method_report": record.method_report}
+            "method_report": record.method_report, "timing": record.timing}

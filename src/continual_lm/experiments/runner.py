@@ -1,6 +1,7 @@
 """From a config to a finished run folder: tasks and backbone (``setup.py``), the loop, the outputs."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -38,8 +39,9 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
     last one. SIGINT/SIGTERM write a point and stop with an ``Interrupted`` error; any error is logged first."""
     if cfg.training.num_threads:
         torch.set_num_threads(cfg.training.num_threads)
-    accelerator = make_accelerator()
-    folder = RunFolder(out_dir or default_run_dir(cfg.name), enabled=accelerator.is_main_process, resume=resume)
+    out = Path(out_dir or default_run_dir(cfg.name))
+    accelerator = make_accelerator(cfg.training.report_to, out / "trackers")
+    folder = RunFolder(out, enabled=accelerator.is_main_process, resume=resume)
     store = ResumeStore(folder.path / RESUME, extra=lambda: {"log_offset": folder.log_offset()})
     point = None
     if resume:
@@ -51,12 +53,23 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
                     "step": (point[0]["position"] or {}).get("step", 0)})
     else:
         folder.write_text("config.yaml", dump_config(cfg))
+    log = folder.log
+    if cfg.training.report_to:
+        accelerator.init_trackers(cfg.name, config=tracker_config(cfg))
+        log = tracker_log(folder.log, accelerator, steps_done(folder.path) if resume else 0)
     try:
         method = configured_method(cfg)
         tasks, world = build_tasks(cfg)
-        backbone = prepare_backbone(cfg, tasks, world, accelerator, folder.log)
-        result = run_sequence(cfg, tasks, backbone, method, folder.log, accelerator, folder.checkpoint_path,
-                              store if cfg.training.save_every is not None else None, point)
+        pretrain: dict = {}
+
+        def setup_log(record: dict) -> None:  # the pre-training's seconds join the run's timing
+            if record.get("event") == "pretrain":
+                pretrain["pretrain"] = record.get("seconds", 0.0)
+            log(record)
+        backbone = prepare_backbone(cfg, tasks, world, accelerator, setup_log)
+        result = run_sequence(cfg, tasks, backbone, method, log, accelerator, folder.checkpoint_path,
+                              store if cfg.training.save_every is not None else None, point,
+                              folder.write_predictions if cfg.training.predictions != "none" else None)
     except Interrupted as e:
         folder.log({"event": "interrupted", "at": str(e)})
         raise Interrupted(f"interrupted at {e}; a resume point is in {store.folder}: continue with "
@@ -64,7 +77,11 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
     except BaseException as e:
         folder.log({"event": "error", "type": type(e).__name__, "message": str(e).splitlines()[0] if str(e) else ""})
         raise
+    finally:
+        if cfg.training.report_to:
+            accelerator.end_training()
     record = RunRecord(name=cfg.name, method=cfg.method.name, **result.to_json())
+    record.timing = {**pretrain, **record.timing}
     if cfg.forgetting_decomposition is not None and len(result.acc_matrix) > 1:
         recovered = {j: recovered_score(backbone, tasks[j], cfg, cfg.forgetting_decomposition)
                      for j in range(len(tasks) - 1)}
@@ -76,6 +93,50 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
     if not cfg.training.keep_resume and accelerator.is_main_process:
         store.clear()
     return record, folder.path
+
+
+def tracker_config(cfg: ExperimentConfig) -> dict:
+    """The config flattened to the scalars trackers accept (``training.lr``: 0.001, lists as text)."""
+    flat: dict = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(value, (bool, int, float, str)):
+            flat[prefix] = value
+        elif value is not None:
+            flat[prefix] = str(value)
+    walk("", cfg.model_dump())
+    return flat
+
+
+def steps_done(folder: Path) -> int:
+    """Optimiser steps of the stages a run's log says ended (where a resumed run's tracker steps continue)."""
+    path = folder / "log.jsonl"
+    if not path.exists():
+        return 0
+    records = (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    return sum(r.get("steps", 0) for r in records if r.get("event") == "stage_end")
+
+
+def tracker_log(log, accelerator, offset: int = 0):
+    """``log`` that also sends the numbers to Accelerate's trackers: train loss and lr at the run's global step
+    (steps of earlier stages added), each evaluation's scores and the curve points."""
+    done = [offset]
+
+    def tee(record: dict) -> None:
+        log(record)
+        event = record.get("event")
+        if event == "train":
+            accelerator.log({"train/loss": record["loss"], "train/lr": record["lr"]}, step=done[0] + record["step"])
+        elif event == "curve":
+            accelerator.log({"curve/task0": record["score"]}, step=done[0] + record["step"])
+        elif event in ("initial", "eval"):
+            accelerator.log({f"eval/{t}": s for t, s in record["scores"].items() if s is not None}, step=done[0])
+        elif event == "stage_end":
+            done[0] += record["steps"]
+    return tee
 
 
 def resume_experiment(folder: str | Path) -> tuple[RunRecord, Path]:

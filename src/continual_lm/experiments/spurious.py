@@ -8,7 +8,7 @@ from pathlib import Path
 from ..config import ExperimentConfig, load_config
 from ..errors import ConfigError
 from ..reporting.run_folder import default_run_dir
-from .grid import grid_from_config, run_grid, task_table
+from .grid import grid_from_config, run_grid, task_table, timing_table
 
 DEFAULT_METHODS = ["seq", "replay", "freeze", "recurrent_kif"]
 
@@ -30,6 +30,8 @@ def run_default_experiment(out_dir: str | Path | None = None, config: Experiment
     summary = run_grid(grid_from_config(cfg, methods or DEFAULT_METHODS), out / "summary.json", runs=out, echo=echo,
                        folder_per_method=True)
     echo(task_table(summary["tasks"]))
+    if summary.get("timing"):
+        echo("seconds per phase:\n" + timing_table(summary["timing"]))
     echo(f"total {summary['setting']['total_run_seconds']} s of runs; results in {out}")
     return summary
 

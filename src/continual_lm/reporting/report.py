@@ -26,16 +26,44 @@ def matrix_table(tasks: list[str], stages: list[str], acc_matrix: list[list[floa
     return markdown_table(["after \\ on", *tasks], rows)
 
 
+def _interval(cell: dict | None) -> str:
+    return "–" if cell is None or cell.get("low") is None else f"{cell['low']:.1f}–{cell['high']:.1f}"
+
+
+def task_table(record: RunRecord) -> str:
+    """Per task: its metric, test size, the scores without learning, and the final score with its 95% interval."""
+    final = record.intervals[-1] if record.intervals else [None] * len(record.tasks)
+    n = len(record.tasks)
+    chance, majority = record.chance or [None] * n, record.majority or [None] * n
+    n_test = record.n_test or ["–"] * n
+    return markdown_table(
+        ["task", "metric", "n_test", "chance", "majority", "initial", "final", "final 95% CI"],
+        [[t, record.task_metrics.get(t, "–"), n_test[j], _fmt(chance[j]), _fmt(majority[j]),
+          _fmt(record.initial[j] if record.initial else None), _fmt(record.acc_matrix[-1][j]), _interval(final[j])]
+         for j, t in enumerate(record.tasks)])
+
+
+def interval_table(record: RunRecord) -> str:
+    """The accuracy matrix's 95% intervals, cell by cell (test-set sampling: evaluation/metrics.py)."""
+    return markdown_table(["after \\ on", *record.tasks],
+                          [[s, *map(_interval, row)] for s, row in zip(record.stages, record.intervals)])
+
+
 def run_report(record: RunRecord) -> str:
-    return "\n".join([
+    op_ci = f" (95% CI {record.op_ci95[0]:.1f}–{record.op_ci95[1]:.1f})" if record.op_ci95 else ""
+    lines = [
         f"# {record.name} — {record.method}", "",
-        f"OP **{_fmt(record.op)}** · BWT **{_fmt(record.bwt)}** · FWT **{_fmt(record.fwt)}** · "
+        f"OP **{_fmt(record.op)}**{op_ci} · BWT **{_fmt(record.bwt)}** · FWT **{_fmt(record.fwt)}** · "
         f"LA **{_fmt(record.la)}** · F **{_fmt(record.f)}** · AP **{_fmt(record.ap)}** · {record.seconds:.0f} s", "",
-        "Accuracy matrix (%): row = after training on that stage, column = evaluated task."
-        + (" Scored by " + ", ".join(f"{t}: {m}" for t, m in record.task_metrics.items()) + "." if record.task_metrics else ""), "",
+        "Accuracy matrix (%): row = after training on that stage, column = evaluated task.", "",
         matrix_table(record.tasks, record.stages, record.acc_matrix, record.initial), "",
-        *forgetting_table(record.forgetting),
-    ])
+        "Tasks (chance: a random option; majority: always the most frequent training answer; the 95% interval "
+        "covers test-set sampling only, not seeds):", "", task_table(record), ""]
+    if record.intervals:
+        lines += ["95% confidence intervals of every cell:", "", interval_table(record), ""]
+    if record.timing:
+        lines += ["Seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in record.timing.items()) + ".", ""]
+    return "\n".join(lines + forgetting_table(record.forgetting))
 
 
 def forgetting_table(rows: list[dict] | None) -> list[str]:
@@ -74,24 +102,82 @@ def pyplot():
     return plt
 
 
+def short_label(name: str, width: int = 22) -> str:
+    """A tick label that fits: long task names (SuperNI's task1572_samsum_summary…) keep their start and end."""
+    return name if len(name) <= width else name[: width - 9] + "…" + name[-8:]
+
+
 def plot_matrix(path: Path, tasks: list[str], stages: list[str], acc_matrix: list[list[float | None]],
                 title: str) -> None:
+    """The accuracy matrix as a heat map, its cells written in; sized by the number of tasks so that 15 tasks with
+    long names stay legible (labels shortened in the middle, smaller cell text)."""
     plt = pyplot()
-
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(tasks), 1.0 + 0.6 * len(stages)))
+    n, m = len(tasks), len(stages)
+    cell_font = 8 if n <= 8 else 6.5
+    fig, ax = plt.subplots(figsize=(2.4 + 0.62 * n, 1.8 + 0.42 * m))
     values = [[float("nan") if v is None else v for v in row] for row in acc_matrix]  # blank: not evaluated
     im = ax.imshow(values, vmin=0, vmax=100, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right")
-    ax.set_yticks(range(len(stages)), stages)
+    ax.set_xticks(range(n), [short_label(t) for t in tasks], rotation=50, ha="right", rotation_mode="anchor",
+                  fontsize=8)
+    ax.set_yticks(range(m), [short_label(s) for s in stages], fontsize=8)
     ax.set_xlabel("evaluated task")
     ax.set_ylabel("after training on")
     for i, row in enumerate(acc_matrix):
         for j, v in enumerate(row):
             if v is None:
                 continue
-            ax.text(j, i, f"{v:.0f}", ha="center", va="center", color="w" if v < 60 else "k", fontsize=8)
+            ax.text(j, i, f"{v:.0f}", ha="center", va="center", color="w" if v < 60 else "k", fontsize=cell_font)
     ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_methods(path: Path, per_method: dict[str, dict], title: str) -> None:
+    """A grid's OP and BWT per method: bars at the mean over cells, error bars ± one standard deviation."""
+    plt = pyplot()
+    names = list(per_method)
+    fig, axes = plt.subplots(1, 2, figsize=(3 + 0.9 * len(names), 3.6), sharex=True)
+    for ax, key, label in zip(axes, ("op", "bwt"), ("OP (%)", "BWT (points)")):
+        stats = [per_method[n].get(key) for n in names]
+        means = [s["mean"] if s else 0.0 for s in stats]
+        stds = [s["std"] if s else 0.0 for s in stats]
+        ax.bar(range(len(names)), means, yerr=stds, capsize=3, color="#4c72b0" if key == "op" else "#c44e52")
+        ax.set_xticks(range(len(names)), [short_label(n, 26) for n in names], rotation=50, ha="right",
+                      rotation_mode="anchor", fontsize=8)
+        ax.set_ylabel(label)
+        ax.axhline(0, color="k", linewidth=0.6)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curves(path: Path, columns: dict[str, dict], title: str) -> None:
+    """Task 0's score during Task 1, one line per method (mean ± std over seeds): the picture of spurious forgetting.
+    ``columns``: a grid's per-method Task 0 / Task 1 columns, with their "curve" {step: mean/std} ("end" last)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8.8, 4.0))
+    last = max((int(s) for c in columns.values() for s in c["curve"] if s != "end"), default=0)
+    for k, (name, c) in enumerate(columns.items()):
+        points = sorted(((int(s), v) for s, v in c["curve"].items() if s != "end"), key=lambda p: p[0])
+        xs = [x for x, _ in points]
+        ys = [v["mean"] for _, v in points]
+        errs = [v.get("std", 0.0) for _, v in points]
+        if "end" in c["curve"]:  # the stage's end, drawn one gap after the last watched step
+            xs.append(last + max(10, last // 4))
+            ys.append(c["curve"]["end"]["mean"])
+            errs.append(c["curve"]["end"].get("std", 0.0))
+        ax.errorbar(xs, ys, yerr=errs, marker="osD^v"[k // 10 % 5], linestyle=("-", "--")[k // 10 % 2], markersize=3,
+                    capsize=2, label=short_label(name, 40))
+    ax.set_xlabel("training step of Task 1 (last point: end of Task 1)")
+    ax.set_ylabel("Task 0 score (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: the lines stay visible
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

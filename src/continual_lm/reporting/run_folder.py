@@ -1,5 +1,5 @@
 """A run's folder, written and read in one place: config.yaml, log.jsonl, metrics.json (a ``RunRecord``), report.md,
-acc_matrix.png and checkpoints/<stage>/step<N>.safetensors (or end.safetensors).
+acc_matrix.png, predictions/<stage>/<task>.jsonl and checkpoints/<stage>/step<N>.safetensors (or end.safetensors).
 
 metrics.json is written last and atomically; a folder that holds one is a finished run and is never written into
 again, so a crash in a later run cannot corrupt it."""
@@ -17,6 +17,7 @@ import yaml
 from ..errors import ConfigError, DataError
 
 CHECKPOINTS = "checkpoints"
+PREDICTIONS = "predictions"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -74,6 +75,12 @@ class RunRecord:
     processes: int = 1
     task_metrics: dict[str, str] = field(default_factory=dict)  # how each task is scored (evaluation/scores.py)
     forgetting: list[dict] | None = None       # the forgetting decomposition, when the run made one
+    n_test: list[int] = field(default_factory=list)                   # test examples scored per task
+    intervals: list[list[dict | None]] = field(default_factory=list)  # per cell: n, mean, se, 95% low/high
+    op_ci95: list[float] | None = None
+    chance: list[float | None] = field(default_factory=list)          # per task, without learning (evaluate.py)
+    majority: list[float | None] = field(default_factory=list)
+    timing: dict[str, float] = field(default_factory=dict)            # seconds per phase
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -170,6 +177,14 @@ class RunFolder:
 
     def checkpoint_path(self, stage: str, step: int | str) -> Path:
         return checkpoint_path(self.path, stage, step)
+
+    def write_predictions(self, stage: str, task: str, records: list[dict]) -> None:
+        """predictions/<stage>/<task>.jsonl, one example per line (written whole, then renamed into place)."""
+        if not self.enabled:
+            return
+        folder = self.path / PREDICTIONS / stage
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / f"{task}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
     def finish(self, record: RunRecord, report_md: str, plot) -> None:
         """Write report and plot, then metrics.json last: its presence marks the run finished."""

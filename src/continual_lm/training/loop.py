@@ -20,8 +20,8 @@ from transformers import get_scheduler
 from ..config import ExperimentConfig, TrainSettings
 from ..data.task import Example, Task
 from ..errors import DataError
-from ..evaluation.evaluate import evaluate_task
-from ..evaluation.metrics import summarize
+from ..evaluation.evaluate import Evaluation, evaluate_task, reference_scores
+from ..evaluation.metrics import op_interval, summarize
 from ..methods import Method, Stage
 from ..methods.context import TrainContext
 from ..models.backbone import Backbone
@@ -48,6 +48,12 @@ class RunResult:
     f: float | None = None                                             # forgetting, max-based (metrics.py)
     ap: float | None = None                                            # average performance over stages
     task_metrics: dict[str, str] = field(default_factory=dict)         # how each task is scored
+    n_test: list[int] = field(default_factory=list)                    # test examples scored per task
+    intervals: list[list[dict | None]] = field(default_factory=list)   # per acc_matrix cell: n, se, 95% low/high
+    op_ci95: list[float] | None = None                                 # OP's 95% interval (test-set sampling)
+    chance: list[float | None] = field(default_factory=list)           # per task: a random option's score
+    majority: list[float | None] = field(default_factory=list)         # per task: the majority answer's score
+    timing: dict[str, float] = field(default_factory=dict)             # seconds: train, evaluation, curve
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -58,9 +64,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_accelerator() -> Accelerator:
+def make_accelerator(report_to: list[str] | tuple[str, ...] = (), project_dir: Path | None = None) -> Accelerator:
+    """``report_to``: Accelerate's experiment trackers (tensorboard, wandb, …), writing under ``project_dir``."""
     # Frozen parameters (freeze, per-task adapters) leave DDP with unused parameters.
-    return Accelerator(cpu=not torch.cuda.is_available(),
+    return Accelerator(cpu=not torch.cuda.is_available(), log_with=list(report_to) or None,
+                       project_dir=str(project_dir) if project_dir and report_to else None,
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
 
@@ -88,11 +96,29 @@ def steps_for(t: TrainSettings, n_examples: int, world: int) -> int:
 
 
 def evaluate_all(backbone: Backbone, tasks: list[Task], cfg: ExperimentConfig,
-                 upto: int | None = None) -> list[float | None]:
-    """Scores of every task; with ``upto``, tasks after index ``upto`` are skipped (None)."""
+                 upto: int | None = None) -> list[Evaluation | None]:
+    """Every task's evaluation; with ``upto``, tasks after index ``upto`` are skipped (None)."""
     t = cfg.training
-    return [evaluate_task(backbone, task, t.eval_batch_size, t.eval_max_examples).score
+    return [evaluate_task(backbone, task, t.eval_batch_size, t.eval_max_examples)
             if upto is None or i <= upto else None for i, task in enumerate(tasks)]
+
+
+def scores_of(evaluations: list[Evaluation | None]) -> list[float | None]:
+    return [None if e is None else e.score for e in evaluations]
+
+
+class Clock:
+    """Seconds spent per phase (train, evaluation, curve), carried across a resume in the run's state."""
+
+    def __init__(self, timing: dict[str, float]):
+        self.timing = timing
+
+    def __call__(self, phase: str, fn, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.timing[phase] = round(self.timing.get(phase, 0.0) + time.perf_counter() - started, 3)
 
 
 @dataclass
@@ -182,7 +208,8 @@ def train_stage(ctx: TrainContext, method: Method, stage: Stage, settings: Train
         ctx.step += 1
         method.after_step(ctx)
         if step % ctx.config.log_every == 0 or step == ctx.total_steps - 1:
-            ctx.log({"event": "train", "stage": stage.name, "step": step, "loss": round(total, 5)})
+            ctx.log({"event": "train", "stage": stage.name, "step": step, "loss": round(total, 5),
+                     "lr": scheduler.get_last_lr()[0]})
             bar.set_postfix(loss=f"{total:.3f}")
         if ctx.stop:
             ctx.log({"event": "early_stop", "stage": stage.name, "step": ctx.step})
@@ -202,13 +229,16 @@ def train_stage(ctx: TrainContext, method: Method, stage: Stage, settings: Train
 def run_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone, method: Method,
                  log: Callable[[dict], None] = lambda record: None, accelerator: Accelerator | None = None,
                  checkpoint_path: Callable[[str, int | str], Path] | None = None,
-                 store: ResumeStore | None = None, resume: tuple[dict, dict] | None = None) -> RunResult:
+                 store: ResumeStore | None = None, resume: tuple[dict, dict] | None = None,
+                 write_predictions: Callable[[str, str, list[dict]], None] | None = None) -> RunResult:
     """Train ``backbone`` on ``tasks`` in order with ``method``; evaluate every task after each stage.
 
     ``checkpoint_path(stage, step)``: where to save the trainable weights at ``cfg.checkpoint_steps`` and at each
     stage's end (``step`` = "end"); None saves nothing. ``store``: where resume points go (every
     ``training.save_every`` steps and at each stage's end; SIGINT/SIGTERM write one and stop). ``resume``: a resume
-    point's (state, optimiser state) to continue from (the backbone freshly built as for the original run)."""
+    point's (state, optimiser state) to continue from (the backbone freshly built as for the original run).
+    ``write_predictions(stage, task, records)``: where each example's prediction goes, after the last stage
+    (``training.predictions: final``) or every stage (``all``)."""
     started = time.time()
     seed_everything(cfg.seed)
     accelerator = accelerator or make_accelerator()
@@ -216,7 +246,8 @@ def run_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone, m
     method.setup(ctx)  # before the model is wrapped (DDP), so that the modules a method attaches train in sync
     main_process = accelerator.is_main_process
     stages = method.stages(tasks)
-    run: dict = {"initial": None, "acc_matrix": [], "curve": {}, "seen": -1, "elapsed": 0.0}
+    run: dict = {"initial": None, "acc_matrix": [], "intervals": [], "curve": {}, "seen": -1, "elapsed": 0.0,
+                 "timing": {}}
     position: StagePosition | None = None
     first_stage = 0
     if resume is not None:
@@ -224,8 +255,10 @@ def run_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone, m
     backbone.forward_model = accelerator.prepare(backbone.model)
     saving = checkpoint_path is not None and bool(cfg.checkpoint_steps) and main_process
 
+    run.setdefault("intervals", [[None] * len(tasks) for _ in run["acc_matrix"]])  # a point from before intervals
+    clock = Clock(run.setdefault("timing", {}))
     if run["initial"] is None:
-        run["initial"] = evaluate_all(backbone, tasks, cfg)
+        run["initial"] = scores_of(clock("evaluation", evaluate_all, backbone, tasks, cfg))
         log({"event": "initial", "scores": dict(zip([t.name for t in tasks], run["initial"]))})
     handlers = _install_signal_handlers() if store is not None else None
     try:
@@ -242,7 +275,8 @@ def run_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone, m
                 if saving and (step == 0 or step in cfg.checkpoint_steps):  # step 0: every analysis starts there
                     save_checkpoint(backbone, checkpoint_path(stage.name, step))  # type: ignore[misc]
                 if watch and step in cfg.curve_steps:
-                    points[str(step)] = evaluate_all(backbone, tasks[:1], cfg)[0]
+                    points[str(step)] = clock("curve", evaluate_all, backbone, tasks[:1], cfg)[0].score
+                    log({"event": "curve", "stage": stage.name, "step": step, "score": points[str(step)]})
 
             def save_mid_stage(at: StagePosition, points: dict = points) -> None:
                 store.save(snapshot_state(ctx, method, {**run, "points": dict(points)}, started, stage_index, at),  # type: ignore[union-attr]
@@ -257,9 +291,17 @@ def run_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone, m
                 save_checkpoint(backbone, checkpoint_path(stage.name, "end"))  # type: ignore[misc]
             log({"event": "stage_end", "stage": stage.name, "steps": ctx.step, "train_seconds": round(seconds, 3)})
             run["seen"] = max(run["seen"], *stage.task_indices)
-            row = evaluate_all(backbone, tasks, cfg,
-                               run["seen"] + 1 if cfg.training.eval_tasks == "seen_and_next" else None)
+            run["timing"]["train"] = round(run["timing"].get("train", 0.0) + seconds, 3)
+            evaluations = clock("evaluation", evaluate_all, backbone, tasks, cfg,
+                                run["seen"] + 1 if cfg.training.eval_tasks == "seen_and_next" else None)
+            row = scores_of(evaluations)
             run["acc_matrix"].append(row)
+            run["intervals"].append([None if e is None else e.interval for e in evaluations])
+            wanted = cfg.training.predictions
+            if write_predictions and main_process and (wanted == "all" or wanted == "final" and stage_index == len(stages) - 1):
+                for task, evaluation in zip(tasks, evaluations):
+                    if evaluation is not None:
+                        write_predictions(stage.name, task.name, evaluation.records())
             if watch:
                 run["curve"][stage.name] = {**points, "end": row[0]}
             log({"event": "eval", "stage": stage.name, "scores": dict(zip([t.name for t in tasks], row))})
@@ -274,11 +316,18 @@ def run_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone, m
     finally:
         _restore_signal_handlers(handlers)
 
+    references = [reference_scores(t, cfg.training.eval_max_examples) for t in tasks]
+    final = run["intervals"][-1]
+    op_ci = op_interval(final) if all(c is not None for c in final) else None
     return RunResult(tasks=[t.name for t in tasks], stages=[s.name for s in stages], acc_matrix=run["acc_matrix"],
                      initial=run["initial"], seconds=round(run["elapsed"] + time.time() - started, 2),
                      curve=run["curve"], task_metrics={t.name: t.metric for t in tasks},
                      method_report=method.report(), processes=accelerator.num_processes,
-                     **summarize(run["acc_matrix"], run["initial"]))
+                     n_test=[len(t.test[:cfg.training.eval_max_examples] if cfg.training.eval_max_examples else t.test)
+                             for t in tasks],
+                     intervals=run["intervals"], op_ci95=None if op_ci is None else [round(x, 2) for x in op_ci],
+                     chance=[r["chance"] for r in references], majority=[r["majority"] for r in references],
+                     timing=dict(run["timing"]), **summarize(run["acc_matrix"], run["initial"]))
 
 
 def _install_signal_handlers():
