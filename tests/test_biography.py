@@ -119,3 +119,66 @@ def test_default_experiment_tiny_end_to_end(tmp_path, monkeypatch):
     assert len(cached) == len(DEFAULT_METHODS)
     assert "saved" in cached[0] and all("cached" in c for c in cached[1:])
     assert len(list((tmp_path / "cache").iterdir())) == 1
+
+
+# ---------------------------------------------------------------- the demo's pre-training (issue 18)
+
+def test_a_text_without_prompt_is_trained_whole_and_a_long_prompt_keeps_its_end():
+    """Format 1 cut every biography (47-66 tokens) to its first 48 tokens (half of max_length 96)."""
+    from continual_lm.config import ModelSettings
+    from continual_lm.data.task import Example
+    from continual_lm.models.backbone import build_backbone
+    text = " ".join(f"w{i}" for i in range(80))
+    settings = ModelSettings(kind="causal", tiny={"arch": "gpt", "layers": 1, "width": 16, "heads": 2},
+                             finetune="full", max_length=96)
+    long = " ".join(f"w{i}" for i in range(120))
+    backbone = build_backbone(settings, [long + " Answer : yes"], seed=0, device="cpu")
+    _, labels = backbone._teacher_forced([Example("", text, "t")])
+    assert int((labels != -100).sum()) == 81                      # 80 words and EOS, none cut
+    kwargs, labels = backbone._teacher_forced([Example(long + " Answer :", "yes", "t")])
+    assert labels.shape[1] == 96 and int((labels != -100).sum()) == 2  # the prompt's start goes, "yes" + EOS stay
+    assert backbone.tokenizer.decode(kwargs["input_ids"][0, 92:94]) == "Answer :"
+
+
+def test_length_grouped_batches_cover_every_example_once_an_epoch_and_pad_less():
+    from continual_lm.data.task import Example
+    from continual_lm.training.loop import batches, make_accelerator
+    examples = [Example("", "x" * (1 + (i * 37) % 100), "t") for i in range(400)]
+    acc = make_accelerator()
+    for grouped in (False, True):
+        it = batches(examples, 4, seed=3, accelerator=acc, group_by_length=grouped)
+        epoch = [next(it) for _ in range(100)]
+        assert sorted(id(e) for b in epoch for e in b) == sorted(id(e) for e in examples)
+        pad = sum(max(len(e.target) for e in b) * len(b) - sum(len(e.target) for e in b) for b in epoch)
+        if grouped:
+            assert pad < ungrouped_pad / 10
+            again = batches(examples, 4, seed=3, accelerator=acc, group_by_length=True)
+            assert [[e.target for e in next(again)] for _ in range(3)] == [[e.target for e in b] for b in epoch[:3]]
+        ungrouped_pad = pad
+
+
+def test_the_pretraining_cache_key_follows_what_changes_the_checkpoint_only():
+    from continual_lm.experiments.setup import pretrain_key
+    from continual_lm.experiments.spurious import default_config_path
+    from continual_lm.config import load_config
+    base = load_config(default_config_path())
+    world = build_world(base.data.biography)
+    key = pretrain_key(base, world)
+    for same in ("training.report_to=[tensorboard]", "pretrain.num_threads=1", "pretrain.save_every=10",
+                 "pretrain.predictions=none", "method.name=replay", "curve_steps=[]"):
+        assert pretrain_key(load_config(default_config_path(), [same]), world) == key, same
+    for other in ("pretrain.lr=0.003", "pretrain.epochs=13", "pretrain.group_by_length=false", "model.tiny.width=128",
+                  "seed=1"):
+        assert pretrain_key(load_config(default_config_path(), [other]), world) != key, other
+
+
+def test_the_default_generation_length_fits_every_biography_answer_and_its_eos():
+    """max_new_tokens is cut to the longest answer + EOS: an exact-match decision reads no token beyond it."""
+    from continual_lm.config import load_config
+    from continual_lm.experiments.spurious import default_config_path
+    cfg = load_config(default_config_path())
+    world = build_world(cfg.data.biography)
+    tok = build_word_tokenizer(world.vocabulary_corpus())
+    longest = max(len(tok(" " + a, add_special_tokens=False)["input_ids"])
+                  for t in world.tasks() for ex in t.train + t.test for a in ex.answers)
+    assert longest + 1 == cfg.model.max_new_tokens

@@ -223,3 +223,20 @@ def test_report_to_tensorboard_logs_loss_lr_and_every_evaluation(cl_root, tmp_pa
     assert {"train/loss", "train/lr", "eval/agnews", "eval/amazon"} <= tags
     assert [e.step for e in acc.Scalars("train/loss")] == [0, 1, 2, 3, 4, 5]  # stage 2 continues at step 3
     assert [e.step for e in acc.Scalars("eval/amazon")] == [0, 3, 6]          # initial, after each stage
+
+
+def test_curve_points_score_the_first_curve_max_examples(cl_root, tmp_path, monkeypatch):
+    import continual_lm.training.loop as loop
+    sizes = []
+
+    def counting(backbone, task, batch_size=64, max_examples=None):
+        evaluation = original(backbone, task, batch_size, max_examples)
+        sizes.append((task.name, len(evaluation.predictions)))
+        return evaluation
+    original = loop.evaluate_task
+    monkeypatch.setattr(loop, "evaluate_task", counting)
+    cfg = parse_config({**tiny_config(cl_root, max_steps=2), "curve_steps": [0, 1], "curve_max_examples": 3})
+    record, _ = run_experiment(cfg, tmp_path / "run")
+    # initial (2 tasks), after agnews (2), two curve points of agnews during amazon (3 examples each), after amazon (2)
+    assert sizes == [("agnews", 8), ("amazon", 8)] * 2 + [("agnews", 3)] * 2 + [("agnews", 8), ("amazon", 8)]
+    assert record.curve["amazon"]["end"] == record.acc_matrix[1][0]

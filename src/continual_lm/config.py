@@ -82,6 +82,7 @@ class TrainSettings(_Strict):
     warmup_ratio: float = 0.0
     warmup_steps: int | None = None  # overrides warmup_ratio (the Recurrent-KIF authors warm up for 50 steps)
     grad_accum: int = 1
+    group_by_length: bool = False  # batches of similar lengths (less padding); training/loop.py batches()
     max_grad_norm: float | None = 1.0
     num_threads: int | None = None  # torch.set_num_threads for the run; None: leave it (benchmarks: --threads)
     eval_max_examples: int | None = None   # cap on test examples per evaluation (None: all)
@@ -149,6 +150,7 @@ class ExperimentConfig(_Strict):
     pretrain: TrainSettings | None = None
     # Task-0 evaluations during later tasks (the "spurious forgetting curve"), at these steps of each task.
     curve_steps: list[int] = []
+    curve_max_examples: int | None = None  # the first N test examples of task 0 at the curve points (None: all)
     # Save the trainable weights at these steps of every stage (and at its end) into <run>/checkpoints/,
     # for the analyses (recovery, update angles, loss landscape).
     checkpoint_steps: list[int] = []

@@ -20,7 +20,12 @@ from ..errors import ConfigError
 from ..models.backbone import Backbone, EncoderBackbone, build_backbone
 from ..training.loop import finetune
 
-PRETRAIN_FORMAT = 1  # bump when pre-training code changes what a cached checkpoint holds
+# Bump when pre-training code changes what a cached checkpoint holds. 2: biographies trained whole (format 1 cut
+# each to its first 48 tokens), batches grouped by length.
+PRETRAIN_FORMAT = 2
+# Settings of the pre-training schedule that do not change the checkpoint: not part of its cache key.
+NOT_IN_KEY = {"eval_batch_size", "eval_max_examples", "eval_tasks", "predictions", "report_to", "num_threads",
+              "save_every", "keep_resume", "nan_policy", "per_task"}
 
 
 def cache_root() -> Path:
@@ -48,7 +53,7 @@ def corpus_of(tasks: list[Task]) -> list[str]:
 def pretrain_key(cfg: ExperimentConfig, world: BiographyWorld) -> str:
     spec = {"format": PRETRAIN_FORMAT, "tiny": cfg.model.tiny.model_dump() if cfg.model.tiny else None,
             "max_length": cfg.model.max_length, "world": world.settings.model_dump(),
-            "pretrain": cfg.pretrain.model_dump() if cfg.pretrain else None, "seed": cfg.seed}
+            "pretrain": cfg.pretrain.model_dump(exclude=NOT_IN_KEY) if cfg.pretrain else None, "seed": cfg.seed}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 

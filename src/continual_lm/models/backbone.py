@@ -172,8 +172,11 @@ class CausalLMBackbone(Backbone):
         max_len = self.token_budget
         inputs, labels = [], []
         for ex in examples:
-            target = self._target_ids(ex.target)[: max_len // 2]
-            prompt = self.ids(ex.prompt)[-(max_len - len(target)):]  # keep the end of the prompt ("Answer:")
+            prompt = self.ids(ex.prompt)
+            # The target gets what the prompt leaves, at least half the budget: a text without a prompt (pre-training)
+            # is trained whole, and a long prompt keeps its end ("Answer:").
+            target = self._target_ids(ex.target)[: max_len - min(len(prompt), max_len // 2)]
+            prompt = prompt[max(0, len(prompt) + len(target) - max_len):]
             inputs.append(prompt + target)
             labels.append([IGNORE_INDEX] * len(prompt) + target)
         input_ids = _pad(inputs, self.tokenizer.pad_token_id).to(self.device)

@@ -72,16 +72,31 @@ def make_accelerator(report_to: list[str] | tuple[str, ...] = (), project_dir: P
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
 
-def batches(examples: list[Example], batch_size: int, seed: int, accelerator: Accelerator) -> Iterator[list[Example]]:
-    """Endless seeded epochs of shuffled batches; each process takes its slice of the global batch."""
+GROUP = 50  # batches per length-sorted group (Hugging Face Trainer's group_by_length uses 50 too)
+
+
+def batches(examples: list[Example], batch_size: int, seed: int, accelerator: Accelerator,
+            group_by_length: bool = False) -> Iterator[list[Example]]:
+    """Endless seeded epochs of shuffled batches; each process takes its slice of the global batch.
+
+    ``group_by_length``: each epoch's shuffled order is cut into groups of 50 batches, each group sorted by length
+    (prompt + target characters) and cut into batches, and the batches shuffled — batches of similar lengths pad
+    less (pre-training on biographies: 99.7% real positions instead of 89.6%), every example still once an epoch."""
     world, rank = accelerator.num_processes, accelerator.process_index
     global_bs = batch_size * world
     epoch = 0
     while True:
+        rng = random.Random(f"{seed}:{epoch}")
         order = list(range(len(examples)))
-        random.Random(f"{seed}:{epoch}").shuffle(order)
-        for start in range(0, len(order) - world + 1, global_bs):
-            chunk = order[start:start + global_bs]
+        rng.shuffle(order)
+        chunks = [order[start:start + global_bs] for start in range(0, len(order) - world + 1, global_bs)]
+        if group_by_length:
+            size = lambda i: len(examples[i].prompt) + len(examples[i].target)  # noqa: E731
+            grouped = [sorted(order[g:g + GROUP * global_bs], key=size, reverse=True)
+                       for g in range(0, len(order), GROUP * global_bs)]
+            chunks = [group[s:s + global_bs] for group in grouped for s in range(0, len(group) - world + 1, global_bs)]
+            rng.shuffle(chunks)
+        for chunk in chunks:
             yield [examples[i] for i in chunk[rank::world]]
         epoch += 1
 
@@ -96,10 +111,11 @@ def steps_for(t: TrainSettings, n_examples: int, world: int) -> int:
 
 
 def evaluate_all(backbone: Backbone, tasks: list[Task], cfg: ExperimentConfig,
-                 upto: int | None = None) -> list[Evaluation | None]:
-    """Every task's evaluation; with ``upto``, tasks after index ``upto`` are skipped (None)."""
+                 upto: int | None = None, max_examples: int | None = None) -> list[Evaluation | None]:
+    """Every task's evaluation; with ``upto``, tasks after index ``upto`` are skipped (None); ``max_examples``
+    replaces ``training.eval_max_examples``."""
     t = cfg.training
-    return [evaluate_task(backbone, task, t.eval_batch_size, t.eval_max_examples)
+    return [evaluate_task(backbone, task, t.eval_batch_size, max_examples or t.eval_max_examples)
             if upto is None or i <= upto else None for i, task in enumerate(tasks)]
 
 
@@ -163,7 +179,7 @@ def train_stage(ctx: TrainContext, method: Method, stage: Stage, settings: Train
     ctx.total_steps = steps_for(settings, len(examples), accelerator.num_processes)
     scheduler = get_scheduler(settings.schedule, ctx.optimizer, num_warmup_steps=settings.warmup_for(ctx.total_steps),
                               num_training_steps=ctx.total_steps)
-    data = batches(examples, settings.batch_size, seed, accelerator)
+    data = batches(examples, settings.batch_size, seed, accelerator, settings.group_by_length)
     consumed = 0
     if resume is not None:
         ctx.optimizer.load_state_dict(resume.optimizer)
@@ -275,7 +291,8 @@ def run_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone, m
                 if saving and (step == 0 or step in cfg.checkpoint_steps):  # step 0: every analysis starts there
                     save_checkpoint(backbone, checkpoint_path(stage.name, step))  # type: ignore[misc]
                 if watch and step in cfg.curve_steps:
-                    points[str(step)] = clock("curve", evaluate_all, backbone, tasks[:1], cfg)[0].score
+                    points[str(step)] = clock("curve", evaluate_all, backbone, tasks[:1], cfg, None,
+                                              cfg.curve_max_examples)[0].score
                     log({"event": "curve", "stage": stage.name, "step": step, "score": points[str(step)]})
 
             def save_mid_stage(at: StagePosition, points: dict = points) -> None:
