@@ -157,7 +157,8 @@ def test_length_grouped_batches_cover_every_example_once_an_epoch_and_pad_less()
         ungrouped_pad = pad
 
 
-def test_the_pretraining_cache_key_follows_what_changes_the_checkpoint_only():
+def test_the_pretraining_cache_key_follows_what_changes_the_checkpoint_only(monkeypatch):
+    import continual_lm.experiments.setup as setup
     from continual_lm.experiments.setup import pretrain_key
     from continual_lm.experiments.spurious import default_config_path
     from continual_lm.config import load_config
@@ -170,6 +171,8 @@ def test_the_pretraining_cache_key_follows_what_changes_the_checkpoint_only():
     for other in ("pretrain.lr=0.003", "pretrain.epochs=13", "pretrain.group_by_length=false", "model.tiny.width=128",
                   "seed=1"):
         assert pretrain_key(load_config(default_config_path(), [other]), world) != key, other
+    monkeypatch.setattr(setup, "PRETRAIN_FORMAT", 1)  # a checkpoint of the previous format is never reused
+    assert pretrain_key(base, world) != key
 
 
 def test_the_default_generation_length_fits_every_biography_answer_and_its_eos():

@@ -190,15 +190,16 @@ PHASES = ("pretrain", "train", "evaluation", "curve")
 
 
 def timing_by_method(rows: list[dict]) -> dict[str, dict[str, float]]:
-    """Per method, the mean seconds per phase of its runs (``RunRecord.timing``; "other": the rest of a run's time —
-    model building, checkpoints, resume points, the forgetting decomposition). Runs without timing are left out."""
+    """Per method, the mean seconds per phase of its runs (``RunRecord.timing``; "other": the rest of a run's wall
+    time, which includes its pre-training — model building, checkpoints, resume points, the forgetting
+    decomposition). Runs without timing are left out."""
     out: dict[str, dict[str, float]] = {}
     for method in dict.fromkeys(r["method"] for r in rows):
         timed = [r for r in rows if r["method"] == method and r.get("timing")]
         if not timed:
             continue
         phases = {k: statistics.fmean(r["timing"].get(k, 0.0) for r in timed) for k in PHASES}
-        total = statistics.fmean(r["seconds"] + r["timing"].get("pretrain", 0.0) for r in timed)
+        total = statistics.fmean(r["seconds"] for r in timed)
         out[method] = {k: round(v, 1) for k, v in {**phases, "other": total - sum(phases.values()), "total": total}.items()}
     return out
 
