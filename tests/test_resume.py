@@ -205,3 +205,17 @@ def test_every_method_state_round_trips(cl_root, tmp_path, name):
     fresh.setup(ctx)
     fresh.load_state_dict(loaded)
     assert equal_states(fresh.state_dict(), state)
+
+
+def test_a_resume_point_written_before_intervals_were_kept_still_resumes(cl_root, tmp_path):
+    from continual_lm.training.resume import ResumeStore
+    cfg = parse_config(tiny_config(cl_root, max_steps=2, keep_resume=True))
+    done, folder = run_experiment(cfg, tmp_path / "run")
+    store = ResumeStore(folder / "resume")
+    state, optimizer = store.load()
+    assert state["stage_index"] == 1 and len(state["run"].pop("intervals")) == 1   # the point before stage 2
+    store.save(state, optimizer)
+    (folder / "metrics.json").unlink()
+    again, _ = resume_experiment(folder)
+    assert again.acc_matrix == done.acc_matrix
+    assert again.intervals[0] == [None, None] and again.intervals[1] == done.intervals[1]

@@ -271,7 +271,8 @@ def run_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone, m
     backbone.forward_model = accelerator.prepare(backbone.model)
     saving = checkpoint_path is not None and bool(cfg.checkpoint_steps) and main_process
 
-    run.setdefault("intervals", [[None] * len(tasks) for _ in run["acc_matrix"]])  # a point from before intervals
+    missing = len(run["acc_matrix"]) - len(run["intervals"])  # rows of a resume point written before intervals
+    run["intervals"] = [[None] * len(tasks) for _ in range(missing)] + run["intervals"]
     clock = Clock(run.setdefault("timing", {}))
     if run["initial"] is None:
         run["initial"] = scores_of(clock("evaluation", evaluate_all, backbone, tasks, cfg))
