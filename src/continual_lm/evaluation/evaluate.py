@@ -30,8 +30,13 @@ class Evaluation:
                 for i, (ex, p, s) in enumerate(zip(self.examples, self.predictions, self.example_scores))]
 
 
+def test_examples(task: Task, max_examples: int | None = None) -> list[Example]:
+    """The test examples an evaluation scores: the first ``max_examples`` (None: all)."""
+    return task.test[:max_examples] if max_examples else task.test
+
+
 def evaluate_task(backbone: Backbone, task: Task, batch_size: int = 64, max_examples: int | None = None) -> Evaluation:
-    examples = task.test[:max_examples] if max_examples else task.test
+    examples = test_examples(task, max_examples)
     # Batches of similar length pad less; the predictions are put back in the examples' order.
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].prompt))
     predictions: list[str] = [""] * len(examples)
@@ -50,7 +55,7 @@ def reference_scores(task: Task, max_examples: int | None = None) -> dict[str, f
     - ``chance``: the expected score of an option drawn uniformly at random (tasks with options; else None);
     - ``majority``: the score of always answering the most frequent answer of the training split (ties: the first
       seen; None without training examples)."""
-    examples = task.test[:max_examples] if max_examples else task.test
+    examples = test_examples(task, max_examples)
     if not examples:
         return {"chance": None, "majority": None}
     golds, sources = [ex.answers for ex in examples], [ex.prompt for ex in examples]

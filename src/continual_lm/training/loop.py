@@ -20,7 +20,7 @@ from transformers import get_scheduler
 from ..config import ExperimentConfig, TrainSettings
 from ..data.task import Example, Task
 from ..errors import DataError
-from ..evaluation.evaluate import Evaluation, evaluate_task, reference_scores
+from ..evaluation.evaluate import Evaluation, evaluate_task, reference_scores, test_examples
 from ..evaluation.metrics import op_interval, summarize
 from ..methods import Method, Stage
 from ..methods.context import TrainContext
@@ -341,8 +341,7 @@ def run_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone, m
                      initial=run["initial"], seconds=round(run["elapsed"] + time.time() - started, 2),
                      curve=run["curve"], task_metrics={t.name: t.metric for t in tasks},
                      method_report=method.report(), processes=accelerator.num_processes,
-                     n_test=[len(t.test[:cfg.training.eval_max_examples] if cfg.training.eval_max_examples else t.test)
-                             for t in tasks],
+                     n_test=[len(test_examples(t, cfg.training.eval_max_examples)) for t in tasks],
                      intervals=run["intervals"], op_ci95=None if op_ci is None else [round(x, 2) for x in op_ci],
                      chance=[r["chance"] for r in references], majority=[r["majority"] for r in references],
                      timing=dict(run["timing"]), **summarize(run["acc_matrix"], run["initial"]))
