@@ -91,6 +91,17 @@ def test_grid_runs_resumes_and_refuses_unlisted_finished_folders(cl_root, tmp_pa
                  tmp_path / "runs", resume=True)
     with pytest.raises(DataError, match="another setting .*'training'"):
         run_grid(Grid(base, "toy.yaml", ["seq"], [0], overrides=["training.lr=0.5"]), out, resume=True)
+    # Another method's parameters cannot change a run: a folder made before they were added is still this cell's;
+    # the run's own method's parameters can.
+    tuned = {**base, "method_params": {"ewc": {"lambda_ewc": 5.0}}}
+    again = run_grid(Grid(tuned, "toy.yaml", ["seq"], [0]), tmp_path / "tuned.json", tmp_path / "runs", resume=True,
+                     echo=lambda line: None)
+    assert [r["method"] for r in again["runs"]] == ["seq"]
+    monkeypatch.setattr(grid_module, "run_experiment", fake_run_experiment)
+    run_grid(Grid(tuned, "toy.yaml", ["ewc"], [0]), tmp_path / "ewc.json", tmp_path / "runs5", echo=lambda line: None)
+    with pytest.raises(ConfigError, match="whose config.yaml is not this cell's"):
+        run_grid(Grid({**base, "method_params": {"ewc": {"lambda_ewc": 7.0}}}, "toy.yaml", ["ewc"], [0]),
+                 tmp_path / "ewc2.json", tmp_path / "runs5", resume=True)
 
 
 def test_a_bad_override_or_parameter_stops_before_any_run(cl_root, tmp_path, monkeypatch):

@@ -341,13 +341,17 @@ def run_grid(grid: Grid, out: Path, runs: Path | None = None, resume: bool = Fal
 
 
 def same_config(folder: Path, cfg: ExperimentConfig) -> bool:
-    """Whether a run folder's config.yaml is ``cfg`` up to its name (read through today's config model, so that
-    settings added since the run was made take their defaults)."""
+    """Whether a run folder's config.yaml is ``cfg`` up to its name and other methods' ``method_params`` (read
+    through today's config model, so that settings added since the run was made take their defaults; a parameter
+    of a method the run did not use cannot have changed it)."""
     try:
         theirs = parse_config(read_config(folder), str(folder / "config.yaml"))
     except ContinualLMError:
         return False
-    return theirs.model_dump(mode="json", exclude={"name"}) == cfg.model_dump(mode="json", exclude={"name"})
+
+    def effective(c: ExperimentConfig) -> tuple[dict, dict]:
+        return c.model_dump(mode="json", exclude={"name", "method_params"}), c.resolved_method_params()
+    return effective(theirs) == effective(cfg)
 
 
 def grid_row(record: RunRecord, folder: Path, order: int | None, seed: int, method: str, seconds: float) -> dict:
