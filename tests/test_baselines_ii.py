@@ -15,9 +15,11 @@ from continual_lm.experiments.setup import build_tasks, prepare_backbone
 from continual_lm.methods import create_method
 from continual_lm.methods.distill import distillation_kl, teacher_logits
 from continual_lm.methods.l2p import choose_prompts, key_loss
+from continual_lm.methods.base import PROMPT_LR
 from continual_lm.methods.moe_lora import Router
 from continual_lm.methods.pseudo import GEN, generation_example, task_start
 from continual_lm.methods.sapt import attention_over_tasks
+from continual_lm.reporting.run_folder import RunRecord
 from continual_lm.training.loop import make_accelerator, run_sequence
 
 T = torch.tensor
@@ -101,6 +103,23 @@ def test_l2p_trains_only_prompts_and_keys(cl_root, arch, kind):
     assert all(torch.equal(before[n], after[n]) for n in before)                       # the backbone is untouched
     assert not torch.equal(method.pool.prompts, method.pool.prompts.detach() * 0)      # and the prompts exist
     assert method.pool.matched.shape[1] == 2
+
+
+def test_prompt_methods_train_at_their_own_learning_rate(cl_root, monkeypatch):
+    # Prompt tuning needs a far larger learning rate than fine-tuning: L2P and LFPT5 carry their own (null: training.lr).
+    seen = []
+    adamw = torch.optim.AdamW
+    monkeypatch.setattr(torch.optim, "AdamW", lambda params, lr, **kw: (seen.append(lr), adamw(params, lr=lr, **kw))[1])
+    cfg = parse_config(tiny_config(cl_root, "gpt", "causal", "lora", max_steps=1, lr=0.002))
+    tasks, world = build_tasks(cfg)
+    for own, expected in [(0.05, 0.05), (None, 0.002)]:
+        seen.clear()
+        backbone = prepare_backbone(cfg, tasks, world, make_accelerator())
+        run_sequence(cfg, tasks, backbone, create_method("l2p", {"pool_size": 2, "prompt_length": 1, "top_n": 1,
+                                                                 "lr": own}))
+        assert seen == [expected] * len(tasks)
+    assert create_method("seq").learning_rate(0.002) == 0.002
+    assert create_method("l2p").learning_rate(1e-4) == create_method("lfpt5").learning_rate(1e-4) == PROMPT_LR
 
 
 # ---------------------------------------------------------------- MoELoRA
@@ -238,3 +257,4 @@ def test_new_methods_run_end_to_end(cl_root, tmp_path, name, arch, kind):
                                    params={"max_new_tokens": 6} if name in ("lfpt5", "sapt") else {}))
     record, folder = run_experiment(cfg, tmp_path / name)
     assert len(record.acc_matrix) == 2 and (folder / "metrics.json").exists()
+    assert RunRecord.read(folder).method_params == create_method(name, cfg.method.params).params.model_dump(mode="json")

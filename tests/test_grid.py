@@ -10,6 +10,7 @@ from continual_lm.cli import main
 from continual_lm.errors import ConfigError, DataError
 from continual_lm.experiments import grid as grid_module
 from continual_lm.experiments.grid import Grid, folder_safe, grid_from_file, merge_runs, run_grid
+from continual_lm.experiments.runner import configured_method
 from continual_lm.methods import split_method_spec
 from continual_lm.reporting.run_folder import RunRecord
 
@@ -51,7 +52,8 @@ def fake_run_experiment(cfg, folder, resume=False):
     folder.mkdir(parents=True)
     acc = [[80.0, 10.0], [60.0, 90.0]]
     record = RunRecord(method=cfg.method.name, tasks=["a", "b"], stages=["a", "b"], acc_matrix=acc, initial=[0.0, 0.0],
-                       op=75.0, bwt=-20.0, fwt=10.0, seconds=1.0)
+                       op=75.0, bwt=-20.0, fwt=10.0, seconds=1.0,
+                       method_params=configured_method(cfg).params.model_dump(mode="json"))
     (folder / "config.yaml").write_text(dump_config(cfg))
     (folder / "metrics.json").write_text(json.dumps(record.to_json()))
     return record, folder
@@ -102,6 +104,15 @@ def test_grid_runs_resumes_and_refuses_unlisted_finished_folders(cl_root, tmp_pa
     with pytest.raises(ConfigError, match="whose config.yaml is not this cell's"):
         run_grid(Grid({**base, "method_params": {"ewc": {"lambda_ewc": 7.0}}}, "toy.yaml", ["ewc"], [0]),
                  tmp_path / "ewc2.json", tmp_path / "runs5", resume=True)
+    # A run records its method's parameters with their defaults: one made under another default is not this cell's.
+    metrics = tmp_path / "runs5" / "seed0-ewc" / "metrics.json"
+    made = json.loads(metrics.read_text())
+    assert made["method_params"] == {"lambda_ewc": 5.0, "gamma": 1.0, "fisher_batches": 16, "fisher_norm": "none"}
+    run_grid(Grid(tuned, "toy.yaml", ["ewc"], [0]), tmp_path / "ewc3.json", tmp_path / "runs5", resume=True,
+             echo=lambda line: None)
+    metrics.write_text(json.dumps({**made, "method_params": {**made["method_params"], "lambda_ewc": 6.0}}))
+    with pytest.raises(ConfigError, match="whose config.yaml is not this cell's"):
+        run_grid(Grid(tuned, "toy.yaml", ["ewc"], [0]), tmp_path / "ewc4.json", tmp_path / "runs5", resume=True)
 
 
 def test_a_bad_override_or_parameter_stops_before_any_run(cl_root, tmp_path, monkeypatch):

@@ -331,7 +331,7 @@ def run_grid(grid: Grid, out: Path, runs: Path | None = None, resume: bool = Fal
             record, folder = run_experiment(configs[cell], folder, resume=go_on)
             seconds = round(time.time() - started, 1)
         row = grid_row(record, folder, order, seed, method, seconds)
-        row["method_params"] = configured_method(configs[cell]).params.model_dump(mode="json")
+        row["method_params"] = record.method_params or configured_method(configs[cell]).params.model_dump(mode="json")
         rows.append(row)
         summary = summarise(sort_rows(rows, grid.methods), setting, out, discussion, lambda line: None, checks)
     if not todo and rows:
@@ -351,7 +351,11 @@ def same_config(folder: Path, cfg: ExperimentConfig) -> bool:
 
     def effective(c: ExperimentConfig) -> tuple[dict, dict]:
         return c.model_dump(mode="json", exclude={"name", "method_params"}), c.resolved_method_params()
-    return effective(theirs) == effective(cfg)
+    if effective(theirs) != effective(cfg):
+        return False
+    # A finished run also says which parameters its method ran with, defaults included: a default changed since.
+    used = RunRecord.read(folder).method_params if (folder / "metrics.json").exists() else None
+    return used is None or used == configured_method(cfg).params.model_dump(mode="json")
 
 
 def grid_row(record: RunRecord, folder: Path, order: int | None, seed: int, method: str, seconds: float) -> dict:

@@ -80,7 +80,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
     finally:
         if cfg.training.report_to:
             accelerator.end_training()
-    record = RunRecord(name=cfg.name, method=cfg.method.name, **result.to_json())
+    record = RunRecord(name=cfg.name, method=cfg.method.name, **result.to_json(),
+                       method_params=method.params.model_dump(mode="json"))
     record.timing = {**pretrain, **record.timing}
     if cfg.forgetting_decomposition is not None and len(result.acc_matrix) > 1:
         recovered = {j: recovered_score(backbone, tasks[j], cfg, cfg.forgetting_decomposition)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import torch
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from ..data.task import Example, Task
 from ..errors import ConfigError
@@ -51,6 +51,15 @@ def _not_bool(value: Any) -> Any:
 # Parameter types of ``Method.Params``: numbers that refuse True/False (pydantic would read them as 1 and 0).
 Real = Annotated[float, BeforeValidator(_not_bool)]
 Count = Annotated[int, BeforeValidator(_not_bool)]
+
+
+# Prompt tuning's learning rate under AdamW (L2P, LFPT5): fine-tuning's 1e-4–1e-3 leaves a prepended prompt where it
+# started (Biography: loss 15 → 9.8, 0% after Task 1). Swept on Biography seed 0 (benchmarks/results/prompt_lr.md).
+PROMPT_LR = 0.03
+
+
+def prompt_learning_rate() -> Any:
+    return Field(PROMPT_LR, gt=0, description="learning rate of the prompts (null: training.lr)")
 
 
 class MethodParams(BaseModel):
@@ -89,6 +98,12 @@ class Method:
         if self.needs_lora and ctx.config.model.finetune != "lora":
             raise ConfigError(f"method {self.name!r} needs LoRA: set model.finetune: lora "
                               f"(it is {ctx.config.model.finetune!r})")
+
+    def learning_rate(self, lr: float) -> float:
+        """The learning rate of a stage whose training settings say ``lr``: a method whose parameters have an ``lr``
+        (prompt tuning, which needs a far larger one than fine-tuning) uses its own unless it is null."""
+        own = getattr(self.params, "lr", None)
+        return lr if own is None else own
 
     def before_stage(self, ctx: "TrainContext") -> None:
         pass

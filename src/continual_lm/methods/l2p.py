@@ -11,8 +11,10 @@ cosine-similar to q(x) are prepended to the input embeddings, and training minim
 Only prompts and keys train; the backbone (and any LoRA on it) stays frozen. Defaults are the paper's: M = 10,
 L_p = 5, N = 5, λ = 0.5. Where our port differs: prompts are initialised from randomly drawn vocabulary embeddings
 (prompt tuning's initialisation, so that a prompt starts on the scale of the embeddings of any backbone; the paper
-draws uniform(−1, 1), sized for a ViT), keys uniform(−1, 1) as in the paper; no batch-wise prompt voting (the
-paper's option for task-incremental benchmarks) — every input picks its own prompts, at training and test time."""
+draws uniform(−1, 1), sized for a ViT), keys uniform(−1, 1) as in the paper; the prompts and keys train at their own
+learning rate ``lr`` (default ``PROMPT_LR``, swept on Biography: prompts at fine-tuning's rate do not move); no
+batch-wise prompt voting (the paper's option
+for task-incremental benchmarks) — every input picks its own prompts, at training and test time."""
 from __future__ import annotations
 
 import torch
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from .base import Count, Method, MethodParams, Real, register
+from .base import Count, Method, MethodParams, Real, prompt_learning_rate, register
 
 
 def choose_prompts(query: torch.Tensor, keys: torch.Tensor, top_n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,6 +67,7 @@ class L2P(Method):
         prompt_length: Count = Field(5, ge=1, description="L_p, vectors per prompt")
         top_n: Count = Field(5, ge=1, description="N, prompts prepended to each input")
         lambda_key: Real = Field(0.5, ge=0, description="λ, weight of the key-matching loss")
+        lr: Real | None = prompt_learning_rate()
 
     def setup(self, ctx) -> None:
         super().setup(ctx)

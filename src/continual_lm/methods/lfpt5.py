@@ -13,7 +13,9 @@ each batch — with, on the pseudo-examples, the word-level distillation
 from the prompt as it was before the task. Generative backbones only (causal or seq2seq).
 
 Where our port differs: the paper's T5-large prompt is 300 tokens long; the default here is 20 (a CPU's budget:
-``prompt_length`` sets it); the prompt is initialised from randomly drawn vocabulary embeddings, as in the paper."""
+``prompt_length`` sets it); the prompt is initialised from randomly drawn vocabulary embeddings, as in the paper; it
+trains with AdamW at its own learning rate ``lr`` (default ``PROMPT_LR``, swept on Biography) where the paper uses
+Adafactor at prompt tuning's large rate — fine-tuning's rate leaves the prompt where it started."""
 from __future__ import annotations
 
 import math
@@ -25,7 +27,7 @@ from torch import nn
 from ..data.task import Example
 from ..errors import ConfigError
 from ..models.weights import snapshot
-from .base import Count, Method, MethodParams, Real, register
+from .base import Count, Method, MethodParams, Real, prompt_learning_rate, register
 from .distill import distillation_kl, teacher_logits
 from .pseudo import generation_example, pseudo_examples, sample_texts, task_start
 
@@ -64,6 +66,7 @@ class LFPT5(Method):
         max_new_tokens: Count = Field(48, ge=1, description="length of a generated pseudo-example")
         top_k: Count = Field(20, ge=1, description="top-k sampling of pseudo-examples")
         generation_batch_size: Count = Field(64, ge=1, description="pseudo-examples generated at once")
+        lr: Real | None = prompt_learning_rate()
 
     state_attributes = ("teacher", "pseudo", "counts")
 

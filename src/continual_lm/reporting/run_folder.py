@@ -81,6 +81,7 @@ class RunRecord:
     chance: list[float | None] = field(default_factory=list)          # per task, without learning (evaluate.py)
     majority: list[float | None] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)            # seconds per phase
+    method_params: dict | None = None          # the method's parameters, defaults included, as the run used them
 
     def to_json(self) -> dict:
         data = asdict(self)
