@@ -153,6 +153,14 @@ def test_merge_pools_complete_cells_and_refuses_duplicates_and_other_settings(tm
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(DataError, match="bad.json: not a grid results file"):
         merge_runs([tmp_path / "bad.json"])
+    # A setting added since a file was written takes its default there: at the default it pools, otherwise not.
+    newer = {**setting, "resolved": {"training": {"lr": 0.1, "save_every": 50, "report_to": []}}}
+    n = results_file(tmp_path / "n.json", newer, [(3, 0, "mtl", 1.0), (3, 0, "seq", 1.0)])
+    assert len(merge_runs([a, n])[1]) == 4 and len(merge_runs([n, a])[1]) == 4
+    changed = results_file(tmp_path / "c.json", {**setting, "resolved": {"training": {"lr": 0.1, "save_every": 7}}},
+                           [(3, 0, "seq", 1.0)])
+    with pytest.raises(DataError, match="another setting"):
+        merge_runs([a, changed])
 
 
 def test_grid_command_end_to_end_and_merge(cl_root, tmp_path, capsys):

@@ -25,8 +25,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
 import torch
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from ..config import ExperimentConfig, apply_override, parse_config
 from ..errors import ConfigError, ContinualLMError, DataError
@@ -122,8 +125,23 @@ def environment() -> dict:
 
 # ---------------------------------------------------------------------------- results files
 
+def with_defaults(values: dict, model: type[BaseModel] = ExperimentConfig) -> dict:
+    """A stored setting read through today's config model: a key added since it was written takes its default."""
+    out = dict(values)
+    for key, spec in model.model_fields.items():
+        sub = next((t for t in (spec.annotation, *get_args(spec.annotation))
+                    if isinstance(t, type) and issubclass(t, BaseModel)), None)
+        if key not in out:
+            if not spec.is_required() and sub is None:
+                out[key] = to_jsonable_python(spec.get_default(call_default_factory=True))
+        elif sub is not None and isinstance(out[key], dict):
+            out[key] = with_defaults(out[key], sub)
+    return out
+
+
 def read_results(path: Path, setting: dict | None = None) -> tuple[dict, list[dict]]:
-    """(setting, runs) of a results file; with ``setting``, one that differs is refused (one line)."""
+    """(setting, runs) of a results file; with ``setting``, one that differs (once keys added since either was
+    written take their defaults) is refused (one line)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         theirs, runs = data["setting"], data["runs"]
@@ -131,8 +149,8 @@ def read_results(path: Path, setting: dict | None = None) -> tuple[dict, list[di
         raise DataError(f"{path}: not a grid results file ({type(e).__name__}: {e})") from None
     theirs.get("resolved", {}).pop("method_params", None)  # files written when method_params were pooled settings
     if setting is not None:
-        if theirs.get("resolved") != setting.get("resolved"):
-            mine, other = setting.get("resolved") or {}, theirs.get("resolved") or {}
+        mine, other = (with_defaults(x.get("resolved") or {}) for x in (setting, theirs))
+        if mine != other:
             differ = sorted(k for k in set(mine) | set(other) if mine.get(k) != other.get(k))
             raise DataError(f"{path}: its runs were made with another setting (config keys {differ} differ); "
                             "results with different settings cannot be pooled")
