@@ -12,9 +12,9 @@ Only prompts and keys train; the backbone (and any LoRA on it) stays frozen. Def
 L_p = 5, N = 5, λ = 0.5. Where our port differs: prompts are initialised from randomly drawn vocabulary embeddings
 (prompt tuning's initialisation, so that a prompt starts on the scale of the embeddings of any backbone; the paper
 draws uniform(−1, 1), sized for a ViT), keys uniform(−1, 1) as in the paper; the prompts and keys train at their own
-learning rate ``lr`` (default ``PROMPT_LR``, swept on Biography: prompts at fine-tuning's rate do not move); no
-batch-wise prompt voting (the paper's option
-for task-incremental benchmarks) — every input picks its own prompts, at training and test time."""
+learning rate ``lr`` (default ``PROMPT_LR``, swept on Biography, where the run's 1e-4 left them where they started);
+no batch-wise prompt voting (the paper's option for task-incremental benchmarks) — every input picks its own
+prompts, at training and test time."""
 from __future__ import annotations
 
 import torch

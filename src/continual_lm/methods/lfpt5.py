@@ -15,7 +15,7 @@ from the prompt as it was before the task. Generative backbones only (causal or 
 Where our port differs: the paper's T5-large prompt is 300 tokens long; the default here is 20 (a CPU's budget:
 ``prompt_length`` sets it); the prompt is initialised from randomly drawn vocabulary embeddings, as in the paper; it
 trains with AdamW at its own learning rate ``lr`` (default ``PROMPT_LR``, swept on Biography) where the paper uses
-Adafactor at prompt tuning's large rate — fine-tuning's rate leaves the prompt where it started."""
+Adafactor at prompt tuning's large rate — Biography's fine-tuning rate (1e-4) left the prompt where it started."""
 from __future__ import annotations
 
 import math

@@ -175,7 +175,8 @@ def train_stage(ctx: TrainContext, method: Method, stage: Stage, settings: Train
         method.before_stage(ctx)
     examples = method.stage_examples(ctx, stage)
     ctx.params = [p for p in backbone.model.parameters() if p.requires_grad]
-    ctx.optimizer = accelerator.prepare(torch.optim.AdamW(ctx.params, lr=method.learning_rate(settings.lr), weight_decay=settings.weight_decay))
+    ctx.optimizer = accelerator.prepare(torch.optim.AdamW(ctx.params, lr=method.learning_rate(settings.lr),
+                                                          weight_decay=settings.weight_decay))
     ctx.total_steps = steps_for(settings, len(examples), accelerator.num_processes)
     scheduler = get_scheduler(settings.schedule, ctx.optimizer, num_warmup_steps=settings.warmup_for(ctx.total_steps),
                               num_training_steps=ctx.total_steps)
