@@ -225,6 +225,9 @@ def test_grid_resume_continues_unfinished_runs_from_their_resume_point(cl_root, 
     run_grid(grid, tmp_path / "r.json", runs, resume=True, echo=lambda line: None)
     # seq goes on from its point; mtl, killed before its first point, starts again in a cleared folder
     assert calls == [("seed0-seq", True, True), ("seed0-mtl", False, False)]
+    # a resumed run's seconds are the whole run's (its record counts the time before the interruption), not the rest's
+    seconds = {r["method"]: r["seconds"] for r in json.loads((tmp_path / "r.json").read_text())["runs"]}
+    assert seconds["seq"] == 1.0 and seconds["mtl"] < 1.0
 
 
 def test_two_task_grids_with_a_curve_plot_it(tmp_path):

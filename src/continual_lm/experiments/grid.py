@@ -347,7 +347,8 @@ def run_grid(grid: Grid, out: Path, runs: Path | None = None, resume: bool = Fal
             if partial and not go_on:
                 shutil.rmtree(folder)
             record, folder = run_experiment(configs[cell], folder, resume=go_on)
-            seconds = round(time.time() - started, 1)
+            # a resumed run's record counts the time before its interruption too; this process saw only the rest
+            seconds = record.seconds if go_on else round(time.time() - started, 1)
         row = grid_row(record, folder, order, seed, method, seconds)
         row["method_params"] = record.method_params or configured_method(configs[cell]).params.model_dump(mode="json")
         rows.append(row)
