@@ -7,7 +7,7 @@
     continual-lm grid --merge FILE ... --out FILE
     continual-lm list [--verbose]            registered methods (and their typed parameters)
     continual-lm compare DIR [DIR ...]       OP / BWT / FWT / LA / F / AP of finished runs, as a table
-    continual-lm analyze RUN [--what ...]    recovery, update angles, loss landscape, Fisher vs angle
+    continual-lm analyze RUN [--what ...]    recovery, update angles, loss landscape, Fisher vs angle, answers
 """
 from __future__ import annotations
 
@@ -150,6 +150,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis.analyze import ANALYSES, analyze
+    from .analysis.answers import ANSWER_KINDS
     from .config import RecoverySettings
 
     what = list(ANALYSES) if args.what == "all" else args.what.split(",")
@@ -165,6 +166,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 print(f"recovery  step {p['step']}: {p['before']:.1f} -> {p['after_recovery']:.1f}")
         elif name == "fisher":
             print(f"fisher    Pearson r(Fisher, angle) = {result['pearson']}")
+        elif name == "answers" and "final_old" in result:
+            old = result["final_old"]
+            print(f"answers   old tasks after {old['stage']}: " + ", ".join(
+                f"{kind.replace('_', ' ')} {old[kind]:.1f}%" for kind in ANSWER_KINDS))
         else:
             print(f"{name:9} written")
     print(f"results in {Path(args.run) / 'analysis'}")
@@ -200,9 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--paired", metavar="METHOD", help="also each method's difference from METHOD on the same "
                       "task order and seed (mean ± standard error); implies --by-method")
     cmp_.set_defaults(func=cmd_compare)
-    ana = sub.add_parser("analyze", help="spurious-forgetting analyses of a run with checkpoints")
-    ana.add_argument("run", type=Path, help="run folder (its config needs checkpoint_steps)")
-    ana.add_argument("--what", default="all", help="comma-separated: recovery, angles, landscape, fisher (or all)")
+    ana = sub.add_parser("analyze", help="spurious-forgetting analyses of a finished run")
+    ana.add_argument("run", type=Path, help="run folder (all but answers need checkpoint_steps in its config)")
+    ana.add_argument("--what", default="all",
+                     help="comma-separated: recovery, angles, landscape, fisher, answers (or all)")
     ana.add_argument("--split", type=int, help="checkpoint step separating early and later updates of the second stage")
     ana.add_argument("--energy", type=float, default=0.99, help="spectral energy kept in the top singular subspace")
     ana.add_argument("--grid", type=int, default=21, help="loss-landscape grid size")

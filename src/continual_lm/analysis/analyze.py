@@ -8,13 +8,15 @@ from ..errors import ConfigError
 from ..methods.importance import diagonal_fisher
 from ..models.weights import effective_matrices, flat_weights, trainable_as, tracked_parameters
 from ..reporting.run_folder import checkpoint_path, write_json
+from .answers import plot_answers, run_answer_alignment
 from .angles import layer_and_type, pearson, plot_angles, update_angles
 from .landscape import loss_surface, plot_landscape, project
 from .recovery import recovery_curve
 from .run_loader import LoadedRun, load_run
 from ..reporting.report import pyplot
 
-ANALYSES = ("recovery", "angles", "landscape", "fisher")
+ANALYSES = ("recovery", "angles", "landscape", "fisher", "answers")
+CHECKPOINT_ANALYSES = ("recovery", "angles", "landscape", "fisher")
 
 
 def _stages(run: LoadedRun) -> tuple[str, str]:
@@ -133,6 +135,8 @@ def run_fisher(run: LoadedRun, out: Path, split: int | None, energy: float, batc
 
 def check_checkpoints(run: LoadedRun, what: list[str], split: int | None) -> None:
     """Every checkpoint the analyses will read, checked before any of them starts (one line naming what is missing)."""
+    if not any(w in CHECKPOINT_ANALYSES for w in what):
+        return
     first, second = _stages(run)
     needed = set()
     if "recovery" in what or "landscape" in what:
@@ -165,6 +169,9 @@ def analyze(folder: str | Path, what: list[str], split: int | None = None, energ
             results[name] = run_angles(run, out, split, energy)
         elif name == "landscape":
             results[name] = run_landscape(run, out, split, grid, n_examples)
+        elif name == "answers":
+            results[name] = run_answer_alignment(run.folder, {t.name: t.options for t in run.tasks})
+            plot_answers(results[name], out / "answers.png")
         else:
             results[name] = run_fisher(run, out, split, energy, fisher_batches)
         write_json(out / f"{name}.json", results[name])

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from ..config import ExperimentConfig, parse_config
+from ..data.biography import BiographyWorld
 from ..data.task import Task
 from ..errors import DataError
 from ..experiments.setup import build_tasks, prepare_backbone
@@ -19,8 +21,13 @@ class LoadedRun:
     folder: Path
     cfg: ExperimentConfig
     tasks: list[Task]
-    backbone: Backbone
+    world: BiographyWorld | None
     record: RunRecord
+
+    @cached_property
+    def backbone(self) -> Backbone:
+        """Built as the run built it, on first use (the answers analysis reads predictions only)."""
+        return prepare_backbone(self.cfg, self.tasks, self.world, make_accelerator())
 
     def checkpoint(self, stage: str, step: int | str) -> Path:
         path = checkpoint_path(self.folder, stage, step)
@@ -47,5 +54,4 @@ def load_run(folder: str | Path) -> LoadedRun:
     record = RunRecord.read(folder)
     cfg = parse_config(read_config(folder), str(folder / "config.yaml"))
     tasks, world = build_tasks(cfg)
-    backbone = prepare_backbone(cfg, tasks, world, make_accelerator())
-    return LoadedRun(folder, cfg, tasks, backbone, record)
+    return LoadedRun(folder, cfg, tasks, world, record)
