@@ -46,7 +46,7 @@ def write_run(folder, stages: dict[str, dict[str, list[dict]]], tasks: list[str]
     for stage, per_task in stages.items():
         (folder / "predictions" / stage).mkdir(parents=True)
         for task, records in per_task.items():
-            (folder / "predictions" / stage / f"{task}.jsonl").write_text("".join(json.dumps(r) + "\n"
+            (folder / "predictions" / stage / f"{task}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n"
                                                                                   for r in records))
 
 
@@ -67,8 +67,19 @@ def test_run_answer_alignment_averages_the_old_tasks_after_the_last_stage(tmp_pa
     with pytest.raises(DataError, match="no labels given for tasks \\['qa'\\]"):
         run_answer_alignment(tmp_path / "run", {"news": ("World",), "reviews": ("positive",)})
     (tmp_path / "run" / "predictions" / "qa" / "news.jsonl").write_text('{"prediction": "World", "score": 0}\n{oops\n')
-    with pytest.raises(DataError, match=r"predictions/qa/news.jsonl: line 2: malformed JSON"):
+    with pytest.raises(DataError, match=r"predictions/qa/news.jsonl: malformed JSON on line 2"):
         run_answer_alignment(tmp_path / "run", labels)
+    (tmp_path / "run" / "predictions" / "qa" / "news.jsonl").write_text('{"prediction": "World"}\n')
+    with pytest.raises(DataError, match=r"news.jsonl: record 1: a prediction line needs 'prediction' and 'score'"):
+        run_answer_alignment(tmp_path / "run", labels)
+
+
+def test_a_prompt_with_a_unicode_line_separator_is_one_prediction(tmp_path):
+    """Predictions are written with ensure_ascii=False: a review holding U+2028 stays one line of the file."""
+    write_run(tmp_path / "run", {"news": {}, "reviews": {"news": [{**line("World"), "prompt": "a\u2028b\x85c"}]}},
+              ["news", "reviews"])
+    result = run_answer_alignment(tmp_path / "run", {"news": ("World", "Sports"), "reviews": ("positive",)})
+    assert result["final_old"]["own_label"] == 100.0
 
 
 def test_grid_answer_alignment_means_over_runs_and_names_what_it_left_out(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from conftest import SHARED_DATA, needs_shared_data, toy_records, write_cl_task
 
 from continual_lm.data.benchmarks import ORDERS, load_benchmark, task_order
-from continual_lm.data.loaders import (cl_benchmark_prompt, load_cl_benchmark_task, load_instruction_task,
+from continual_lm.data.loaders import (cl_benchmark_prompt, load_cl_benchmark_task, load_instruction_task, read_records,
                                        load_superni_task, load_task_dir)
 from continual_lm.errors import ConfigError, DataError
 
@@ -199,3 +199,13 @@ def test_trace_runs_end_to_end_with_a_tiny_causal_model(tmp_path):
     assert record.task_metrics == {"C-STANCE": "choice_letter", "FOMC": "choice_letter", "Py150": "edit_similarity",
                                    "NumGLUE-ds": "number", "20Minuten": "sari"}
     assert "| C-STANCE | choice_letter | 4 |" in (folder / "report.md").read_text()  # task, metric, n_test
+
+
+def test_jsonl_lines_end_at_newline_only(tmp_path):
+    """JSON strings may hold U+2028, U+0085 or a form feed raw (json.dumps(..., ensure_ascii=False) writes them so);
+    str.splitlines() would cut a record there. Lines of JSON Lines end at "\\n" alone."""
+    text = "one\u2028two\x85three\x0cfour\x1cfive"
+    records = [{"prompt": text, "answer": "a"}, {"prompt": "p", "answer": "b"}]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+                                          encoding="utf-8")
+    assert read_records(tmp_path / "train.jsonl") == records

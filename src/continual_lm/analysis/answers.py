@@ -17,11 +17,11 @@ model's "Positive." is the label "positive". Tasks without labels (open answers)
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..data.loaders import read_records
 from ..errors import DataError
 from ..evaluation.scores import normalize_answer
 from ..reporting.run_folder import PREDICTIONS, RunRecord
@@ -62,15 +62,10 @@ def answer_shares(records: Iterable[dict], own_labels: Iterable[str], run_labels
 
 
 def read_predictions(path: Path) -> list[dict]:
-    records = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: line {i}: malformed JSON ({e.msg})") from None
+    records = read_records(path)
+    for i, record in enumerate(records, 1):
         if not isinstance(record, dict) or "prediction" not in record or "score" not in record:
-            raise DataError(f"{path}: line {i}: a prediction line needs 'prediction' and 'score'")
-        records.append(record)
+            raise DataError(f"{path}: record {i}: a prediction line needs 'prediction' and 'score'")
     return records
 
 

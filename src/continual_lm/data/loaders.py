@@ -45,7 +45,9 @@ def read_records(path: Path) -> list:
     if path.suffix == ".jsonl":
         records = []
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            # "\n" alone ends a line: splitlines() would also cut at U+2028, U+0085 or a form feed, which JSON strings
+            # may hold raw (ensure_ascii=False writes them so: our own predictions files do).
+            lines = path.read_text(encoding="utf-8").split("\n")
         except FileNotFoundError:
             raise DataError(f"{path}: file not found") from None
         for lineno, line in enumerate(lines, 1):
