@@ -18,6 +18,7 @@ model's "Positive." is the label "positive". Tasks without labels (open answers)
 from __future__ import annotations
 
 from collections import Counter
+from statistics import fmean
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -91,8 +92,8 @@ def run_answer_alignment(folder: str | Path, labels: dict[str, tuple[str, ...] |
                 stages.setdefault(stage, {})[task] = answer_shares(read_predictions(path), labels[task] or (),
                                                                    run_labels)
     result = {"tasks_without_labels": [t for t in record.tasks if not labels[t]], "stages": stages}
-    last = record.stages[-1] if record.stages else None
-    old = [t for t in labelled[:-1] if last and t in stages.get(last, {})] if len(record.stages) > 1 else []
+    last = record.stages[-1] if len(record.stages) > 1 else None  # one stage (MTL): no old tasks
+    old = [t for t in labelled[:-1] if t in stages.get(last, {})] if last else []
     if old:
         result["final_old"] = {"stage": last, "tasks": old,
                                **{kind: sum(stages[last][t][kind] for t in old) / len(old) for kind in ANSWER_KINDS}}
@@ -147,14 +148,10 @@ def grid_answer_alignment(runs: Iterable[tuple[str, Path]], task_labels) -> dict
         tasks = sorted({t for r in rows for t in r["other_task_label_by_task"]})
         table[method] = {"runs": len(rows), **{k: sum(r[k] for r in rows) / len(rows) for k in ANSWER_KINDS},
                          "other_task_label_by_task": {
-                             t: _mean([r["other_task_label_by_task"][t] for r in rows
+                             t: fmean([r["other_task_label_by_task"][t] for r in rows
                                        if t in r["other_task_label_by_task"]]) for t in tasks},
                          "folders": [r["folder"] for r in rows]}
     return {"methods": table, "skipped": skipped}
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
 
 
 def answer_table_markdown(grid: dict) -> str:
