@@ -8,7 +8,6 @@ Reads the run folders a grid's results file lists (they must still exist); train
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -16,19 +15,19 @@ from continual_lm.analysis.answers import answer_table_markdown, grid_answer_ali
 from continual_lm.analysis.run_loader import load_run
 from continual_lm.errors import ContinualLMError, DataError
 from continual_lm.experiments.benchmark import write_results
+from continual_lm.experiments.grid import read_results
 from continual_lm.reporting.run_folder import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def grid_runs(results_files: list[Path]) -> list[tuple[str, Path]]:
-    runs = []
+    """(method, folder) of every run the results files list; the files must share one setting."""
+    runs, setting = [], None
     for path in results_files:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise DataError(f"{path}: not a readable results file ({e})") from None
-        for row in data.get("runs", []):
+        theirs, rows = read_results(path, setting)
+        setting = setting or theirs
+        for row in rows:
             folder = Path(row["folder"])
             if not (folder / "metrics.json").exists():
                 raise DataError(f"{path}: run {row['run']}: its folder {folder} is gone (re-run the grid with --runs)")
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         runs = grid_runs(args.results)
-        grid = grid_answer_alignment(runs, lambda folder: {t.name: t.options for t in load_run(folder).tasks})
+        grid = grid_answer_alignment(runs, lambda folder: load_run(folder).task_labels())
     except ContinualLMError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -170,7 +170,7 @@ def analyze(folder: str | Path, what: list[str], split: int | None = None, energ
         elif name == "landscape":
             results[name] = run_landscape(run, out, split, grid, n_examples)
         elif name == "answers":
-            results[name] = run_answer_alignment(run.folder, {t.name: t.options for t in run.tasks})
+            results[name] = run_answer_alignment(run.folder, run.task_labels())
             plot_answers(results[name], out / "answers.png")
         else:
             results[name] = run_fisher(run, out, split, energy, fisher_batches)

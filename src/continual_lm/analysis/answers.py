@@ -75,7 +75,8 @@ def run_answer_alignment(folder: str | Path, labels: dict[str, tuple[str, ...] |
 
     Every stage whose predictions the run wrote is sorted (a run writes those of its last stage).
 
-    ``final_old`` is the mean over the tasks before the last one, after the last stage: where forgotten answers went.
+    ``final_old`` is the mean over the tasks before the last one, after the last stage: where forgotten answers went;
+    ``no_old_tasks`` says why there is none.
     """
     folder = Path(folder)
     record = RunRecord.read(folder)
@@ -96,7 +97,10 @@ def run_answer_alignment(folder: str | Path, labels: dict[str, tuple[str, ...] |
     old = [t for t in labelled[:-1] if t in stages.get(last, {})] if last else []
     if old:
         result["final_old"] = {"stage": last, "tasks": old,
-                               **{kind: sum(stages[last][t][kind] for t in old) / len(old) for kind in ANSWER_KINDS}}
+                               **{kind: fmean(stages[last][t][kind] for t in old) for kind in ANSWER_KINDS}}
+    else:
+        result["no_old_tasks"] = ("one stage: no old tasks" if not last
+                                  else "no predictions of its old tasks after its last stage")
     return result
 
 
@@ -135,9 +139,7 @@ def grid_answer_alignment(runs: Iterable[tuple[str, Path]], task_labels) -> dict
     for method, folder in runs:
         result = run_answer_alignment(folder, task_labels(folder))
         if "final_old" not in result:
-            stages = RunRecord.read(folder).stages
-            skipped.append({"method": method, "folder": str(folder), "why": "one stage: no old tasks" if len(stages) < 2
-                            else "no predictions of its old tasks after its last stage"})
+            skipped.append({"method": method, "folder": str(folder), "why": result["no_old_tasks"]})
         else:
             final = result["stages"][result["final_old"]["stage"]]
             per_method.setdefault(method, []).append(
@@ -146,7 +148,7 @@ def grid_answer_alignment(runs: Iterable[tuple[str, Path]], task_labels) -> dict
     table = {}
     for method, rows in per_method.items():
         tasks = sorted({t for r in rows for t in r["other_task_label_by_task"]})
-        table[method] = {"runs": len(rows), **{k: sum(r[k] for r in rows) / len(rows) for k in ANSWER_KINDS},
+        table[method] = {"runs": len(rows), **{k: fmean(r[k] for r in rows) for k in ANSWER_KINDS},
                          "other_task_label_by_task": {
                              t: fmean([r["other_task_label_by_task"][t] for r in rows
                                        if t in r["other_task_label_by_task"]]) for t in tasks},

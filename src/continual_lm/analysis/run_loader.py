@@ -29,6 +29,10 @@ class LoadedRun:
         """Built as the run built it, on first use (the answers analysis reads predictions only)."""
         return prepare_backbone(self.cfg, self.tasks, self.world, make_accelerator())
 
+    def task_labels(self) -> dict[str, tuple[str, ...] | None]:
+        """Each task's labels (None for a task with open answers)."""
+        return {t.name: t.options for t in self.tasks}
+
     def checkpoint(self, stage: str, step: int | str) -> Path:
         path = checkpoint_path(self.folder, stage, step)
         if not path.exists():
