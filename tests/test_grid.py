@@ -243,4 +243,20 @@ def test_two_task_grids_with_a_curve_plot_it(tmp_path):
     assert (tmp_path / "g_curve.png").stat().st_size > 0 and (tmp_path / "g_methods.png").stat().st_size > 0
     # pretrain (10 + 0) / 2; total (11 + 1) / 2; other: 6 − 5 − 0.875
     assert summary["timing"]["seq"] == {"pretrain": 5.0, "train": 0.5, "evaluation": 0.2, "curve": 0.1, "other": 0.1,
-                                        "total": 6.0}
+                                        "total": 6.0, "runs": 2}
+
+
+def test_the_phase_table_says_how_many_runs_it_averages(tmp_path):
+    """Runs made before runs recorded phase timings are left out of the phase table; it says so, so its totals are not
+    read as the same mean as the "seconds / run" column."""
+    from continual_lm.experiments.grid import summarise
+    rows = [{"run": f"seed{s}-seq", "method": "seq", "seed": s, "order": None, "tasks": ["task0", "task1"],
+             "acc_matrix": [[60.0, 5.0], [20.0, 95.0]], "initial": [0.0, 0.0], "op": 57.5, "bwt": -40.0, "fwt": 5.0,
+             "la": 77.5, "f": 40.0, "ap": 70.0, "seconds": 4.0 + 8.0 * s,
+             **({"timing": {"train": 3.0, "evaluation": 1.0}} if s else {})} for s in (0, 1)]
+    summary = summarise(rows, {"config": "bio.yaml", "overrides": []}, tmp_path / "g.json", echo=lambda s: None)
+    assert summary["methods"]["seq"]["seconds"]["mean"] == 8.0
+    assert summary["timing"]["seq"] == {"pretrain": 0.0, "train": 3.0, "evaluation": 1.0, "curve": 0.0, "other": 8.0,
+                                        "total": 12.0, "runs": 1}
+    text = (tmp_path / "g.md").read_text()
+    assert "| method | timed runs | pretrain |" in text and "| seq | 1 | 0.0 | 3.0 | 1.0 | 0.0 | 8.0 | 12.0 |" in text

@@ -210,7 +210,7 @@ PHASES = ("pretrain", "train", "evaluation", "curve")
 def timing_by_method(rows: list[dict]) -> dict[str, dict[str, float]]:
     """Per method, the mean seconds per phase of its runs (``RunRecord.timing``; "other": the rest of a run's wall
     time, which includes its pre-training — model building, checkpoints, resume points, the forgetting
-    decomposition). Runs without timing are left out."""
+    decomposition). Runs without timing (made before runs recorded it) are left out; "runs" counts the rest."""
     out: dict[str, dict[str, float]] = {}
     for method in dict.fromkeys(r["method"] for r in rows):
         timed = [r for r in rows if r["method"] == method and r.get("timing")]
@@ -219,12 +219,14 @@ def timing_by_method(rows: list[dict]) -> dict[str, dict[str, float]]:
         phases = {k: statistics.fmean(r["timing"].get(k, 0.0) for r in timed) for k in PHASES}
         total = statistics.fmean(r["seconds"] for r in timed)
         out[method] = {k: round(v, 1) for k, v in {**phases, "other": total - sum(phases.values()), "total": total}.items()}
+        out[method]["runs"] = len(timed)
     return out
 
 
 def timing_table(timing: dict[str, dict[str, float]]) -> str:
     keys = [*PHASES, "other", "total"]
-    return markdown_table(["method", *keys], [[m, *(f"{t[k]:.1f}" for k in keys)] for m, t in timing.items()])
+    return markdown_table(["method", "timed runs", *keys],
+                          [[m, str(t["runs"]), *(f"{t[k]:.1f}" for k in keys)] for m, t in timing.items()])
 
 
 def mean_std(values: list[float]) -> dict:
@@ -273,8 +275,9 @@ def summarise(rows: list[dict], setting: dict, out: Path, discussion: str = "", 
         if summary.get("targets"):
             text += ["", "Targets: " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in summary["targets"].items())]
     if timing:
-        text += ["", "Seconds per run and phase (mean over the method's runs; pretrain: 0 when the cached checkpoint "
-                 "was used):", "", timing_table(timing)]
+        text += ["", "Seconds per run and phase (mean over the method's runs that recorded phase timings — older runs "
+                 "did not, so a total may differ from the \"seconds / run\" above; pretrain: 0 when the cached "
+                 "checkpoint was used):", "", timing_table(timing)]
     if discussion:
         text += ["", discussion.rstrip()]
     out.parent.mkdir(parents=True, exist_ok=True)
