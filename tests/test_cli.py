@@ -131,3 +131,29 @@ def test_compare_paired_refuses_two_runs_of_one_cell_and_says_when_nothing_pairs
     assert "are both a on the same task order and seed; compare one of them" in capsys.readouterr().err
     assert main(["compare", a, b, "--paired", "a"]) == 0
     assert "nothing to pair" in capsys.readouterr().out
+
+
+def test_compare_names_a_variant_as_the_grid_does(tmp_path, capsys):
+    """Two variants of one method are two methods in a comparison (``recurrent_kif:reference_code``, as a grid names
+    them): they pair with each other and are not pooled; the default variant keeps the bare name."""
+    def fake_run(name, method, seed, op, params, recorded=True):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "method": {"name": method, "params": params}}))
+        (folder / "metrics.json").write_text(json.dumps({
+            "method": method, "tasks": ["x", "y"], "op": op, "bwt": 0.0, "fwt": 0.0, "seconds": 1.0,
+            "acc_matrix": [[op, 0.0], [op, op]], **({"method_params": params} if recorded else {})}))
+        return str(folder)
+    paper = {"variant": "paper", "q": 8}
+    code = {"variant": "reference_code", "q": 8}
+    # c0 predates runs recording their method_params: its config.yaml says which variant it ran
+    runs = [fake_run("p0", "recurrent_kif", 0, 50.0, paper), fake_run("c0", "recurrent_kif", 0, 54.0, code, False),
+            fake_run("p1", "recurrent_kif", 1, 60.0, paper), fake_run("c1", "recurrent_kif", 1, 62.0, code),
+            fake_run("m0", "migu", 0, 40.0, {"variant": "ours"})]
+    assert main(["compare", *runs, "--paired", "recurrent_kif"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert "| recurrent_kif | 2 | 55.0 ± 5.0 |" in "\n".join(out) and "| migu:ours | 1 | 40.0 ± 0.0 |" in "\n".join(out)
+    assert out[-2:] == ["| recurrent_kif:reference_code | 2 | +3.0 ± 1.0 | +0.0 ± 0.0 | +0.0 ± 0.0 | +3.0 ± 1.0 | +3.0 ± 1.0 |",
+                        "| migu:ours | 1 | -10.0 | +0.0 | +0.0 | -10.0 | -10.0 |"]
+    assert main(["compare", *runs, "--paired", "recurrent_kif:reference_code"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-2].startswith("| recurrent_kif | 2 | -3.0 ± 1.0 |")

@@ -119,7 +119,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .errors import ConfigError
     from .reporting.report import (PAIRED_KEYS, aggregate_by_method, comparison_table, method_table,
                                    paired_differences, paired_table, summary_row)
-    from .reporting.run_folder import RunRecord, run_seed
+    from .methods import method_label
+    from .reporting.run_folder import RunRecord, run_method_params, run_seed
 
     folders = run_folders(args.runs)
     if not folders:
@@ -127,12 +128,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     rows, cells = [], {}
     for d in folders:
         record = RunRecord.read(d)
-        rows.append({**summary_row(d.name, record), "experiment": record.name})
+        # two variants of a method are two methods here, named as a grid names them
+        method = method_label(record.method, run_method_params(d, record))
+        rows.append({**summary_row(d.name, record), "method": method, "experiment": record.name})
         if args.paired:  # runs pair up when they saw the same task sequence with the same seed
             rows[-1].update(sequence=tuple(record.tasks), seed=run_seed(d))
-            key = (record.method, rows[-1]["sequence"], rows[-1]["seed"])
+            key = (method, rows[-1]["sequence"], rows[-1]["seed"])
             if key in cells:
-                raise ConfigError(f"--paired: {cells[key]} and {d} are both {record.method} on the same task order "
+                raise ConfigError(f"--paired: {cells[key]} and {d} are both {method} on the same task order "
                                   "and seed; compare one of them")
             cells[key] = d
     print(method_table(aggregate_by_method(rows)) if args.by_method or args.paired else comparison_table(rows))

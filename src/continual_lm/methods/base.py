@@ -184,6 +184,14 @@ def split_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name, ({"variant": variant} if variant else {}) | params
 
 
+def method_label(name: str, params: dict[str, Any] | None) -> str:
+    """The comparison name of a run of method ``name`` with ``params`` — the inverse of ``split_method_spec`` for the
+    variant: ``recurrent_kif:reference_code`` when the run's ``variant`` is not the method's default, else ``name``."""
+    variant = (params or {}).get("variant")
+    field = METHODS[name].Params.model_fields.get("variant") if name in METHODS else None
+    return f"{name}:{variant}" if variant is not None and (field is None or variant != field.default) else name
+
+
 def method_summary(cls: type[Method]) -> str:
     return cls.description or (inspect.getdoc(cls) or "").splitlines()[0]
 

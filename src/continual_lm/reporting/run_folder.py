@@ -131,6 +131,21 @@ def run_seed(folder: str | Path) -> int:
         raise DataError(f"{Path(folder) / 'config.yaml'}: cannot read the run's seed ({type(e).__name__}: {e})") from None
 
 
+def run_method_params(folder: str | Path, record: RunRecord) -> dict:
+    """The method parameters a run used: its metrics.json's, or, for runs made before those were recorded, what its
+    config.yaml sets (``method_params`` of its method under ``method.params``; defaults not included)."""
+    if record.method_params is not None:
+        return record.method_params
+    data = read_config(folder)
+    method, shared = data.get("method") or {}, data.get("method_params") or {}
+    params = [method.get("params") if isinstance(method, dict) else None, shared.get(record.method)
+              if isinstance(shared, dict) else None]
+    if not all(p is None or isinstance(p, dict) for p in params):
+        raise DataError(f"{Path(folder) / 'config.yaml'}: method.params and method_params.{record.method} must be "
+                        "mappings")
+    return {**(params[1] or {}), **(params[0] or {})}
+
+
 def is_unfinished(folder: Path) -> bool:
     """A run started in ``folder`` and did not finish (its config or log is there, its metrics.json is not)."""
     folder = Path(folder)
