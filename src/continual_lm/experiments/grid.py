@@ -205,6 +205,7 @@ def task_columns(rows: list[dict]) -> dict | None:
 
 
 PHASES = ("pretrain", "train", "evaluation", "curve")
+CPU_PHASES = ("train_cpu", "evaluation_cpu")  # process CPU seconds (wall time on a loaded machine measures the load)
 
 
 def timing_by_method(rows: list[dict]) -> dict[str, dict[str, float]]:
@@ -220,13 +221,17 @@ def timing_by_method(rows: list[dict]) -> dict[str, dict[str, float]]:
         total = statistics.fmean(r["seconds"] for r in timed)
         out[method] = {k: round(v, 1) for k, v in {**phases, "other": total - sum(phases.values()), "total": total}.items()}
         out[method]["runs"] = len(timed)
+        cpu = [r for r in timed if "train_cpu" in r["timing"]]  # runs that recorded CPU seconds too
+        if cpu:
+            out[method] |= {k: round(statistics.fmean(r["timing"].get(k, 0.0) for r in cpu), 1) for k in CPU_PHASES}
     return out
 
 
 def timing_table(timing: dict[str, dict[str, float]]) -> str:
-    keys = [*PHASES, "other", "total"]
+    keys = [*PHASES, "other", "total"] + [k for k in CPU_PHASES if any(k in t for t in timing.values())]
     return markdown_table(["method", "timed runs", *keys],
-                          [[m, str(t["runs"]), *(f"{t[k]:.1f}" for k in keys)] for m, t in timing.items()])
+                          [[m, str(t["runs"]), *(f"{t[k]:.1f}" if k in t else "–" for k in keys)]
+                           for m, t in timing.items()])
 
 
 def mean_std(values: list[float]) -> dict:

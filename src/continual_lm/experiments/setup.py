@@ -18,6 +18,7 @@ from ..data.biography import BiographyWorld, build_world
 from ..data.task import Example, Task
 from ..errors import ConfigError
 from ..models.backbone import Backbone, EncoderBackbone, build_backbone
+from ..models.named import cache_root
 from ..training.loop import finetune
 
 # Bump when pre-training code changes what a cached checkpoint holds. 2: biographies trained whole (format 1 cut
@@ -26,10 +27,6 @@ PRETRAIN_FORMAT = 2
 # Settings of the pre-training schedule that do not change the checkpoint: not part of its cache key.
 NOT_IN_KEY = {"eval_batch_size", "eval_max_examples", "eval_tasks", "predictions", "report_to", "num_threads",
               "save_every", "keep_resume", "nan_policy", "per_task"}
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("CONTINUAL_LM_CACHE", Path.home() / ".cache" / "continual_lm"))
 
 
 def build_tasks(cfg: ExperimentConfig) -> tuple[list[Task], BiographyWorld | None]:
@@ -88,6 +85,10 @@ def prepare_backbone(cfg: ExperimentConfig, tasks: list[Task], world: BiographyW
     backbone = build_backbone(settings, corpus_of(tasks), cfg.seed, accelerator.device)
     if settings.label_space == "all" and isinstance(backbone, EncoderBackbone):
         backbone.label_space = run_labels(tasks)
+    if settings.max_new_tokens is None and tasks and all(t.options for t in tasks):
+        # the longest label and the end token: generating more cannot change an exact match of a label
+        eos = backbone.tokenizer.eos_token_id
+        backbone.max_new_tokens = max(len(backbone.shaper.answer_ids(o, eos)) for t in tasks for o in t.options or ())
     return backbone
 
 

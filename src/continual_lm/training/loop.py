@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -123,18 +124,41 @@ def scores_of(evaluations: list[Evaluation | None]) -> list[float | None]:
     return [None if e is None else e.score for e in evaluations]
 
 
+def now() -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds): on a loaded machine wall time measures the load, CPU time the work
+    (one run recorded 1389 s of training wall time against 394 s of CPU)."""
+    return time.perf_counter(), time.process_time()
+
+
+@dataclass
+class Seconds:
+    wall: float = 0.0
+    cpu: float = 0.0
+
+    def add_since(self, start: tuple[float, float]) -> None:
+        wall, cpu = now()
+        self.wall += wall - start[0]
+        self.cpu += cpu - start[1]
+
+
 class Clock:
-    """Seconds spent per phase (train, evaluation, curve), carried across a resume in the run's state."""
+    """Seconds spent per phase (train, evaluation, curve), wall and CPU (``<phase>_cpu``), carried across a resume
+    in the run's state."""
 
     def __init__(self, timing: dict[str, float]):
         self.timing = timing
 
+    def add(self, phase: str, seconds: Seconds) -> None:
+        for key, value in ((phase, seconds.wall), (f"{phase}_cpu", seconds.cpu)):
+            self.timing[key] = round(self.timing.get(key, 0.0) + value, 3)
+
     def __call__(self, phase: str, fn, *args, **kwargs):
-        started = time.perf_counter()
+        spent, started = Seconds(), now()
         try:
             return fn(*args, **kwargs)
         finally:
-            self.timing[phase] = round(self.timing.get(phase, 0.0) + time.perf_counter() - started, 3)
+            spent.add_since(started)
+            self.add(phase, spent)
 
 
 @dataclass
@@ -163,9 +187,9 @@ def grad_norm(params: list[torch.nn.Parameter]) -> float:
 def train_stage(ctx: TrainContext, method: Method, stage: Stage, settings: TrainSettings, seed: int,
                 before_step: Callable[[int], None] = lambda step: None,
                 save_point: Callable[[StagePosition], None] | None = None,
-                resume: StagePosition | None = None) -> float:
-    """Train one stage; returns its training seconds (``before_step``'s own time — checkpoints, curve points —
-    excluded). ``ctx.stage_index`` and ``ctx.stage_task_indices`` are set by the caller.
+                resume: StagePosition | None = None) -> Seconds:
+    """Train one stage; returns its training seconds, wall and CPU (``before_step``'s own time — checkpoints, curve
+    points — and resume points excluded). ``ctx.stage_index`` and ``ctx.stage_task_indices`` are set by the caller.
 
     ``save_point(position)`` is called every ``training.save_every`` optimiser steps (and when a stop is requested by
     a signal); ``resume`` continues the stage from such a position, the method's state already restored."""
@@ -175,8 +199,8 @@ def train_stage(ctx: TrainContext, method: Method, stage: Stage, settings: Train
         method.before_stage(ctx)
     examples = method.stage_examples(ctx, stage)
     ctx.params = [p for p in backbone.model.parameters() if p.requires_grad]
-    ctx.optimizer = accelerator.prepare(torch.optim.AdamW(ctx.params, lr=method.learning_rate(settings.lr),
-                                                          weight_decay=settings.weight_decay))
+    ctx.optimizer = accelerator.prepare(method.make_optimizer(ctx.params, method.learning_rate(settings.lr),
+                                                              settings.weight_decay))
     ctx.total_steps = steps_for(settings, len(examples), accelerator.num_processes)
     scheduler = get_scheduler(settings.schedule, ctx.optimizer, num_warmup_steps=settings.warmup_for(ctx.total_steps),
                               num_training_steps=ctx.total_steps)
@@ -190,17 +214,22 @@ def train_stage(ctx: TrainContext, method: Method, stage: Stage, settings: Train
             next(data)
         consumed = resume.consumed
     backbone.model.train()
-    started, outside = time.time(), 0.0
+    started, outside = now(), Seconds()
     every = settings.save_every or 0
     last_finite: float | None = None
-    bar = tqdm(range(ctx.step, ctx.total_steps), desc=f"[{ctx.stage_index + 1}] {stage.name}", mininterval=1.0,
-               leave=False, disable=not accelerator.is_main_process)
+    # A progress bar on a terminal; written to a file (a grid in the background, CI, nohup) a bar is \r fragments
+    # with no line ends, so there a plain line every tenth of the stage instead.
+    label = f"[{ctx.stage_index + 1}] {stage.name}"
+    interactive = sys.stderr.isatty()
+    bar = tqdm(range(ctx.step, ctx.total_steps), desc=label, mininterval=1.0, leave=False,
+               disable=not (accelerator.is_main_process and interactive))
+    every_line = max(1, ctx.total_steps // 10) if accelerator.is_main_process and not interactive else 0
     for step in bar:
         if ctx.stop:
             break
-        t0 = time.time()
+        t0 = now()
         before_step(step)
-        outside += time.time() - t0
+        outside.add_since(t0)
         total = 0.0
         for _ in range(settings.grad_accum):
             loss = method.loss(ctx, next(data)) / settings.grad_accum
@@ -228,19 +257,23 @@ def train_stage(ctx: TrainContext, method: Method, stage: Stage, settings: Train
             ctx.log({"event": "train", "stage": stage.name, "step": step, "loss": round(total, 5),
                      "lr": scheduler.get_last_lr()[0]})
             bar.set_postfix(loss=f"{total:.3f}")
+        if every_line and (ctx.step % every_line == 0 or ctx.step == ctx.total_steps):
+            print(f"{label}: step {ctx.step}/{ctx.total_steps}, loss {total:.3f}", file=sys.stderr, flush=True)
         if ctx.stop:
             ctx.log({"event": "early_stop", "stage": stage.name, "step": ctx.step})
             break
         if save_point is not None and ctx.step < ctx.total_steps and (
                 _STOP_REQUESTED or (every and ctx.step % every == 0)):
-            t0 = time.time()
+            t0 = now()
             save_point(StagePosition(ctx.step, consumed, ctx.optimizer.state_dict(), scheduler.state_dict(), ctx.stop))
-            outside += time.time() - t0
+            outside.add_since(t0)
             if _STOP_REQUESTED:
                 raise Interrupted(f"stage {stage.name!r}, step {ctx.step}")
     bar.close()
     method.after_stage(ctx)
-    return time.time() - started - outside
+    spent = Seconds()
+    spent.add_since(started)
+    return Seconds(spent.wall - outside.wall, spent.cpu - outside.cpu)
 
 
 def run_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone, method: Method,
@@ -308,9 +341,10 @@ def run_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone, m
             position = None
             if saving:
                 save_checkpoint(backbone, checkpoint_path(stage.name, "end"))  # type: ignore[misc]
-            log({"event": "stage_end", "stage": stage.name, "steps": ctx.step, "train_seconds": round(seconds, 3)})
+            log({"event": "stage_end", "stage": stage.name, "steps": ctx.step, "train_seconds": round(seconds.wall, 3),
+                 "train_cpu_seconds": round(seconds.cpu, 3)})
             run["seen"] = max(run["seen"], *stage.task_indices)
-            run["timing"]["train"] = round(run["timing"].get("train", 0.0) + seconds, 3)
+            clock.add("train", seconds)
             evaluations = clock("evaluation", evaluate_all, backbone, tasks, cfg,
                                 run["seen"] + 1 if cfg.training.eval_tasks == "seen_and_next" else None)
             row = scores_of(evaluations)
@@ -418,4 +452,4 @@ def finetune(cfg: ExperimentConfig, backbone: Backbone, examples: list[Example],
     task = Task(name, examples, [])
     ctx = TrainContext(cfg, backbone, accelerator, [task], log, random.Random(f"{cfg.seed}:method"))
     ctx.stage_index, ctx.stage_task_indices = 0, [0]
-    return train_stage(ctx, Method(), Stage(name, [0], examples), settings, cfg.seed * 1000)
+    return train_stage(ctx, Method(), Stage(name, [0], examples), settings, cfg.seed * 1000).wall
