@@ -70,7 +70,7 @@ def test_run_answer_alignment_averages_the_old_tasks_after_the_last_stage(tmp_pa
     with pytest.raises(DataError, match=r"predictions/qa/news.jsonl: malformed JSON on line 2"):
         run_answer_alignment(tmp_path / "run", labels)
     (tmp_path / "run" / "predictions" / "qa" / "news.jsonl").write_text('{"prediction": "World"}\n')
-    with pytest.raises(DataError, match=r"news.jsonl: record 1: a prediction line needs 'prediction' and 'score'"):
+    with pytest.raises(DataError, match=r"news.jsonl: line 1: a prediction line needs 'prediction' and 'score'"):
         run_answer_alignment(tmp_path / "run", labels)
 
 

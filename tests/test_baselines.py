@@ -86,9 +86,19 @@ def test_o_lora_orthogonality_loss():
     a_old = {"layer": T([[1.0, 0.0, 0.0]])}                   # r=1, in=3
     assert orthogonality_loss([a_old], {"layer": T([[0.0, 2.0, 3.0]])}).item() == 0.0
     a_new = {"layer": T([[2.0, 1.0, 0.0], [1.0, 0.0, 1.0]])}  # r=2: A_old·A_newᵀ = [[2, 1]] → ‖·‖² = 5
-    assert orthogonality_loss([a_old], a_new).item() == pytest.approx(5.0)
+    assert orthogonality_loss([a_old], a_new, "frobenius").item() == pytest.approx(5.0)
     a_old2 = {"layer": T([[0.0, 1.0, 1.0]])}                  # [[1, 1]] → 2
-    assert orthogonality_loss([a_old, a_old2], a_new).item() == pytest.approx(7.0)
+    assert orthogonality_loss([a_old, a_old2], a_new, "frobenius").item() == pytest.approx(7.0)
+
+
+def test_o_lora_default_penalty_is_the_authors_l1():
+    """cmnfriend/O-LoRA's trainer adds Σ|A_old·A_newᵀ| (not the square): with a negative entry the two differ."""
+    a_old = {"layer": T([[1.0, 0.0, -1.0]])}
+    a_new = {"layer": T([[2.0, 1.0, 0.0], [1.0, 0.0, 3.0]])}  # A_old·A_newᵀ = [[2, −2]] → L1 4, Frobenius² 8
+    assert orthogonality_loss([a_old], a_new).item() == pytest.approx(4.0)
+    assert orthogonality_loss([a_old], a_new, "frobenius").item() == pytest.approx(8.0)
+    assert create_method("o_lora").params.penalty == "l1"
+    assert create_method("o_lora", {"penalty": "frobenius"}).params.penalty == "frobenius"
 
 
 def test_tasl_units_and_consolidation():

@@ -1,5 +1,6 @@
 """L2P, LFPT5, MoELoRA, SAPT and LwF: each method's defining computation, by hand where it can be, and end to end."""
 import math
+import random
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from conftest import tiny_config
 import continual_lm.methods.lfpt5 as lfpt5_module
 import continual_lm.methods.sapt as sapt_module
 from continual_lm.config import parse_config
-from continual_lm.data.task import Example
+from continual_lm.data.task import Example, Task
 from continual_lm.errors import ConfigError
 from continual_lm.experiments.runner import run_experiment
 from continual_lm.experiments.setup import build_tasks, prepare_backbone
@@ -48,6 +49,32 @@ def test_distillation_kl_by_hand_on_three_labels():
     # positions outside the mask do not count
     two = torch.cat([old, torch.full((1, 1, 3), 9.0)], dim=1)
     assert distillation_kl(torch.zeros(1, 2, 3), two, T([[True, False]]), 1.0).item() == pytest.approx(kl)
+    # without the T² factor (LwF's paper weight); summed over positions (LFPT5's code)
+    assert distillation_kl(new, 2 * old, mask, 2.0, t_squared=False).item() == pytest.approx(kl)
+    both = torch.cat([old, old], dim=1)
+    assert distillation_kl(torch.zeros(1, 2, 3), both, torch.ones(1, 2, dtype=torch.bool), 1.0,
+                           reduction="sum").item() == pytest.approx(2 * kl)
+
+
+def test_lwf_weighs_distillation_as_the_paper_does(monkeypatch):
+    """Li & Hoiem weigh the distillation term by λ_o = 1 with no T² factor; at T = 2 ours used to weigh it 4."""
+    import continual_lm.methods.lwf as lwf
+
+    class Backbone:
+        kind = "causal"
+
+        def loss_and_logits(self, examples, labels=None):
+            return torch.tensor(0.5), torch.zeros(1, 1, 3), torch.ones(1, 1, dtype=torch.bool)
+
+    class Ctx:
+        backbone = Backbone()
+    monkeypatch.setattr(lwf, "teacher_logits", lambda *a, **k: 2 * T([[[0.0, 0.0, math.log(2.0)]]]))
+    kl = 0.25 * math.log(0.75) * 2 + 0.5 * math.log(1.5)  # the same distributions as above at T = 2
+    for params, weight in (({}, 1.0), ({"t_squared": True}, 4.0)):
+        method = create_method("lwf", params)
+        assert method.params.temperature == 2.0 and method.params.lambda_kd == 1.0
+        method.teacher, method.tracked = {}, {}
+        assert method.loss(Ctx(), []).item() == pytest.approx(0.5 + weight * kl)
 
 
 # ---------------------------------------------------------------- LwF
@@ -182,7 +209,7 @@ def fake_samples(examples_by_task):
     return sample
 
 
-def test_sapt_freezes_old_blocks_and_reflects_on_pseudo_examples(cl_root, monkeypatch):
+def test_sapt_freezes_old_blocks_and_keys_and_reflects_on_pseudo_examples(cl_root, monkeypatch):
     cfg = parse_config(tiny_config(cl_root, "gpt", "causal", "lora", max_steps=3))
     tasks, world = build_tasks(cfg)
     monkeypatch.setattr(sapt_module, "sample_texts", fake_samples({t.name: t.train for t in tasks}))
@@ -191,23 +218,51 @@ def test_sapt_freezes_old_blocks_and_reflects_on_pseudo_examples(cl_root, monkey
 
     class Spy(type(create_method("sapt"))):
         def after_stage(self, ctx):
+            super().after_stage(ctx)
             seen[ctx.stage_index] = {n: p.detach().clone() for n, p in ctx.backbone.model.named_parameters()
-                                     if ".default." in n}
+                                     if ".default." in n or n.endswith("cl_sapt.keys.0")}
             seen[f"trainable{ctx.stage_index}"] = {n for n, p in ctx.backbone.model.named_parameters() if p.requires_grad}
+            seen[f"record{ctx.stage_index}"] = {k: v.clone() for k, v in self.records.items()}
 
         def loss(self, ctx, examples):
             if ctx.stage_index == 1:
                 seen.setdefault("reflection", len(self.reflection))
-                seen.setdefault("targets", [a for _, a in self.reflection][:1])
             return super().loss(ctx, examples)
 
     method = Spy(gamma=0.5)
     run_sequence(cfg, tasks, backbone, method)
-    assert all(torch.equal(seen[0][n], seen[1][n]) for n in seen[0])                  # task 0's block untouched
-    assert all(".task1." in n or "cl_sapt" in n for n in seen["trainable1"])
-    assert seen["reflection"] == 12 and seen["targets"][0].shape == (1,)               # 0.5 · 24, over 1 old block
+    assert all(torch.equal(seen[0][n], seen[1][n]) for n in seen[0])  # task 0's block and key untouched by task 1
+    assert seen["trainable1"] and all(".task1." in n or "cl_sapt.query." in n or n.endswith("cl_sapt.keys.1")
+                                      for n in seen["trainable1"])
+    assert any(n.endswith("cl_sapt.keys.1") for n in seen["trainable1"])
+    assert seen["reflection"] == 12                                  # 0.5 · 24 pseudo-examples of the 1 old task
+    # agnews' record is taken once, at its end, over one key, and stays as it was
+    assert seen["record0"]["agnews"].shape == (1,) and torch.equal(seen["record1"]["agnews"], seen["record0"]["agnews"])
+    assert seen["record1"]["amazon"].shape == (2,) and float(seen["record1"]["amazon"].sum()) == pytest.approx(1.0)
     assert [len(m.adapters) for m in method.mixtures.values()][0] == 2
     assert len(method.alsm.keys) == 2 and method.alsm.current.shape[-1] == 2
+
+
+def test_sapt_query_max_pools_unpadded_embeddings_and_reflection_is_kl_to_the_padded_record():
+    from continual_lm.methods.sapt import ALSM, reflection_loss
+    embeddings = torch.nn.Embedding(4, 2)
+    with torch.no_grad():
+        embeddings.weight.copy_(T([[0.0, 0.0], [1.0, -1.0], [-2.0, 3.0], [9.0, 9.0]]))  # token 3 is padding below
+    alsm = ALSM(embeddings, 3, torch.Generator().manual_seed(0))
+    alsm.add_task()
+    alsm.add_task()
+    assert all(bool((k.abs() <= 1).all()) for k in alsm.keys)  # keys uniform in [−1, 1]
+    seen = {}
+    alsm.query.register_forward_hook(lambda m, args, out: seen.setdefault("pooled", args[0]))
+    a = alsm.attention(torch.tensor([[1, 2, 3]]), torch.tensor([[1, 1, 0]]))
+    assert torch.equal(seen["pooled"], T([[1.0, 3.0]]))  # the max over tokens 1 and 2; the padding's 9s never count
+    x = alsm.query(T([[1.0, 3.0]]))
+    keys = torch.stack(list(alsm.keys))
+    assert torch.allclose(a, torch.softmax(x @ keys.T / math.sqrt(2), -1))
+    # KL(record ⊕ 0 ‖ a), batch mean: a one-key record [1] padded to [1, 0] gives −log a₀
+    now = T([[0.25, 0.75], [0.5, 0.5]])
+    kl = (-math.log(0.25) + (0.5 * math.log(0.5 / 0.5) + 0.5 * math.log(0.5 / 0.5))) / 2
+    assert reflection_loss(now, [T([1.0]), T([0.5, 0.5])]).item() == pytest.approx(kl)
 
 
 def test_generative_methods_refuse_an_encoder_before_training(cl_root, tmp_path):
@@ -236,17 +291,65 @@ def test_lfpt5_generates_old_pseudo_examples_mixes_them_in_and_trains_only_the_p
     method = create_method("lfpt5", {"prompt_length": 3, "gamma": 0.5})
     before = {n: p.detach().clone() for n, p in backbone.model.named_parameters() if not n.startswith("cl_")}
     run_sequence(cfg, tasks, backbone, method)
-    assert method.counts == {"amazon": {"agnews": 12}}             # 0.5 · 24 sampled and parsed before amazon
-    # label distillation: each kept pseudo-example is answered as the model answered it before amazon (empty
-    # answers are dropped)
-    assert 0 < len(method.pseudo) <= 12 and {ex.task for ex in method.pseudo} == {"agnews"}
-    stage1 = [b for b in batches if any(ex.task == "amazon" for ex in b)]
-    assert stage1 and all(sum(ex.task == "agnews" for ex in b) == 2 for b in stage1[:1])  # 0.5 · 4 pseudo per batch
+    # 0.5 · 24 sampled and parsed before amazon; the fake samples carry agnews' own labels: 2 kept per label
+    assert method.counts == {"amazon": {"agnews": {"sampled": 12, "parsed": 12, "kept": 4}}}
+    assert sorted(ex.target for ex in method.pseudo) == ["Sports", "Sports", "World", "World"]
+    assert {ex.task for ex in method.pseudo} == {"agnews"}
     gen = [b for b in batches if b and b[0].prompt.startswith(GEN)]
     assert gen and {b[0].prompt for b in gen} >= {"__gen__ agnews", "__gen__ amazon"}
     after = dict(backbone.model.named_parameters())
     assert [n for n, p in after.items() if p.requires_grad] == ["cl_prompt.prompt"]
     assert all(torch.equal(before[n], after[n]) for n in before)
+
+
+def test_lfpt5_keeps_only_samples_labelled_with_the_tasks_labels_two_per_label():
+    """The authors keep a generated sample only if its label is one of the task's, then 2 per label."""
+    from continual_lm.methods.lfpt5 import keep_per_label
+    labels = ("World", "Sports")
+    parsed = [Example(f"q{i}\nAnswer:", a, "agnews") for i, a in
+              enumerate(["World", "Sports", "Business", "World", "World\nmore", "", "Sports", "sports"])]
+    kept = keep_per_label(parsed, labels, 2, random.Random(0))
+    assert sorted((ex.target, ex.options) for ex in kept) == [("Sports", labels)] * 2 + [("World", labels)] * 2
+    assert len(keep_per_label(parsed, labels, None, random.Random(0))) == 5  # 3 World (one multi-line) + 2 Sports
+    assert [ex.target for ex in keep_per_label(parsed, None, 2, random.Random(0))] == \
+        ["World", "Sports", "Business", "World", "World\nmore", "Sports", "sports"]  # no labels: non-empty answers
+
+
+def test_lfpt5_loss_is_the_authors_convex_combination(monkeypatch):
+    """(1 − λ_kd)(task + λ_lm·gen) + λ_kd·KD, the KD summed over the pseudo-examples' positions at T = 1."""
+    method = create_method("lfpt5")
+    p = method.params
+    assert (p.kd_weight, p.lm_weight, p.temperature, p.kd_reduction, p.per_class) == (0.01, 0.25, 1.0, "sum", 2)
+
+    class Backbone:
+        def loss(self, examples):
+            return torch.tensor(2.0 if examples[0].prompt.startswith(GEN) else 1.0)
+
+        def output_logits(self, examples, labels=None):
+            return torch.zeros(1, 2, 3), torch.ones(1, 2, dtype=torch.bool)
+
+    class Ctx:
+        backbone = Backbone()
+        task = Task("amazon", [], [])
+    monkeypatch.setattr(lfpt5_module, "teacher_logits", lambda *a, **k: T([[[0.0, 0.0, math.log(2.0)]] * 2]))
+    method.tracked, method.teacher = {}, {}
+    kl = 0.25 * math.log(0.75) * 2 + 0.5 * math.log(1.5)
+    batch = [Example("a", "x", "amazon"), Example("b", "y", "agnews")]  # one pseudo-example of the old task
+    assert method.loss(Ctx(), batch).item() == pytest.approx(0.99 * (1.0 + 0.25 * 2.0) + 0.01 * 2 * kl)
+    assert method.loss(Ctx(), batch[:1]).item() == pytest.approx(1.0 + 0.25 * 2.0)  # no pseudo-example: no KD
+
+
+def test_lfpt5_authors_preset():
+    from transformers.optimization import Adafactor
+    ours, authors = create_method("lfpt5"), create_method("lfpt5", {"variant": "authors"})
+    assert (ours.params.prompt_length, ours.params.optimizer, ours.params.lr) == (20, "adamw", PROMPT_LR)
+    assert (authors.params.prompt_length, authors.params.optimizer, authors.params.lr) == (300, "adafactor", 0.5)
+    assert create_method("lfpt5", {"variant": "authors", "prompt_length": 40}).params.prompt_length == 40
+    param = torch.nn.Parameter(torch.zeros(2))
+    optimizer = authors.make_optimizer([param], authors.learning_rate(1e-3), 1e-5)
+    assert isinstance(optimizer, Adafactor) and optimizer.defaults["lr"] == 0.5
+    assert optimizer.defaults["decay_rate"] == -0.8 and optimizer.defaults["relative_step"] is False
+    assert isinstance(ours.make_optimizer([param], 1e-3, 0.0), torch.optim.AdamW)
 
 
 @pytest.mark.parametrize("name,arch,kind", [("l2p", "gpt", "causal"), ("lwf", "t5", "seq2seq"),

@@ -24,8 +24,10 @@ def test_run_config_and_compare(cl_root, tmp_path, capsys):
     capsys.readouterr()
     assert main(["compare", str(tmp_path / "r1"), str(tmp_path / "r2")]) == 0
     out = capsys.readouterr().out
-    op = json.loads((tmp_path / "r2" / "metrics.json").read_text())["op"]
-    assert "| r2 | toy | replay | " + f"{op:.1f}" in out and "| r1 | toy | seq |" in out
+    metrics = json.loads((tmp_path / "r2" / "metrics.json").read_text())
+    lo, hi = metrics["op_ci95"]  # issue 29 (16): the interval every metrics.json carries
+    assert f"| r2 | toy | replay | {metrics['op']:.1f} | {lo:.1f}–{hi:.1f} |" in out and "| r1 | toy | seq |" in out
+    assert "| OP | OP 95% CI | BWT |" in out
     # a folder of runs stands for the runs in it; an unfinished one is left out with a warning
     (tmp_path / "r3").mkdir()
     (tmp_path / "r3" / "config.yaml").write_text("seed: 0\n")
@@ -115,6 +117,9 @@ def test_list_verbose_describes_typed_parameters(capsys):
     assert main(["list", "--verbose"]) == 0
     out = capsys.readouterr().out
     assert "top_fraction: float = 0.2 (> 0, <= 1) — share of coordinates each mask keeps" in out
+    # issue 29 (19): a Literal shows its values, an Optional says so, with the bounds of its inner type
+    assert "penalty: 'l1' | 'frobenius' = 'l1' — " in out
+    assert "lr: float | None = None (> 0) — this method's learning rate" in out
 
 
 def test_compare_paired_refuses_two_runs_of_one_cell_and_says_when_nothing_pairs(tmp_path, capsys):
@@ -157,3 +162,20 @@ def test_compare_names_a_variant_as_the_grid_does(tmp_path, capsys):
                         "| migu:ours | 1 | -10.0 | +0.0 | +0.0 | -10.0 | -10.0 |"]
     assert main(["compare", *runs, "--paired", "recurrent_kif:reference_code"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-2].startswith("| recurrent_kif | 2 | -3.0 ± 1.0 |")
+
+
+def test_a_run_written_to_a_file_is_plain_lines(cl_root, tmp_path):
+    """Issue 29 (13): a progress bar written to a file is \\r fragments with no line ends (a 6-minute log: 0 lines)."""
+    import yaml
+    config = tmp_path / "toy.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(cl_root, max_steps=12)))
+    with open(tmp_path / "log.txt", "w") as log:
+        proc = subprocess.run([sys.executable, "-m", "continual_lm.cli", "run", "--config", str(config), "--out",
+                               str(tmp_path / "run")], stdout=log, stderr=subprocess.STDOUT)
+    text = (tmp_path / "log.txt").read_text()
+    assert proc.returncode == 0 and "\r" not in text
+    lines = text.splitlines()
+    assert all(len(line) < 300 for line in lines)
+    assert sum(line.startswith("after agnews:") for line in lines) == 1
+    assert sum(line.startswith("after amazon:") for line in lines) == 1
+    assert "[1] agnews: step 12/12, loss" in text and "[2] amazon: step 6/12, loss" in text

@@ -18,17 +18,18 @@ def test_cl_benchmark_prompt_is_the_papers(cl_root):
     assert ex.prompt == ("What is the topic? Choose one from the option.\nOption: World, Sports \n"
                          "news item 0 is about World\nAnswer:")
     assert ex.target == "World" and ex.options == ("World", "Sports") and ex.answers == ("World",)
+    assert ex.prompt[slice(*ex.passage)] == "news item 0 is about World"  # the part truncation may cut
     assert task.metric == "exact_match" and len(task.train) == 24 and len(task.test) == 8
 
 
 def test_copa_prompt_has_no_instruction():
-    assert cl_benchmark_prompt("", None, "Premise? A or B") == "Premise? A or B\nAnswer:"
+    assert cl_benchmark_prompt("", None, "Premise? A or B") == ("Premise? A or B\nAnswer:", (0, 15))
 
 
 def test_label_outside_label_set_names_file_and_record(tmp_path):
     write_cl_task(tmp_path, "agnews", ["World"], [{"label": "World", "sentence": "a"}, {"label": "Sport", "sentence": "b"}],
                   [{"label": "World", "sentence": "c"}])
-    with pytest.raises(DataError, match=r"agnews/train.json: record 1: label 'Sport' is not in labels.json"):
+    with pytest.raises(DataError, match=r"agnews/train.json: record 2 \(counting from 1\): label 'Sport' is not in labels.json"):
         load_cl_benchmark_task(tmp_path / "agnews")
 
 
@@ -41,7 +42,7 @@ def test_malformed_json_names_file_and_line(tmp_path):
 
 def test_missing_field_and_empty_split(tmp_path):
     d = write_cl_task(tmp_path, "agnews", ["World"], [{"sentence": "no label"}], [{"label": "World", "sentence": "x"}])
-    with pytest.raises(DataError, match=r"train.json: record 0: expected an object with 'label' and 'sentence'"):
+    with pytest.raises(DataError, match=r"train.json: record 1 \(counting from 1\): expected an object with 'label' and 'sentence'"):
         load_cl_benchmark_task(d)
     d = write_cl_task(tmp_path, "yahoo", ["World"], [{"label": "World", "sentence": "x"}], [])
     with pytest.raises(DataError, match=r"yahoo/test.json: empty split"):
@@ -81,7 +82,7 @@ def test_superni_list_outputs_and_errors(tmp_path):
     assert task.train[0].prompt == "Definition: Summarise.\n\nInput: long text\nOutput:"
     assert task.train[0].answers == ("short", "brief") and task.train[1].answers == ("y",) and len(task.train) == 2
     (d / "test.json").write_text(json.dumps({"Definition": ["x"], "Instances": [{"id": "3", "input": "x"}]}))
-    with pytest.raises(DataError, match=r"test.json: instance 0: expected 'input' and 'output'"):
+    with pytest.raises(DataError, match=r"test.json: instance 1 \(counting from 1\): expected 'input' and 'output'"):
         load_superni_task(d)
 
 
@@ -101,7 +102,7 @@ def test_generic_instruction_files_json_and_jsonl(tmp_path, records, prompt, ans
 def test_generic_bad_record_and_bad_jsonl_line(tmp_path):
     (tmp_path / "train.jsonl").write_text('{"prompt": "p", "answer": "a"}\n{"question": "q"}\n')
     (tmp_path / "test.jsonl").write_text('{"prompt": "p", "answer": "a"}\nnot json\n')
-    with pytest.raises(DataError, match=r"train.jsonl: record 1: expected keys"):
+    with pytest.raises(DataError, match=r"train.jsonl: line 2: expected keys"):
         load_instruction_task(tmp_path / "train.jsonl", tmp_path / "test.jsonl")
     (tmp_path / "train.jsonl").write_text('{"prompt": "p", "answer": "a"}\n')
     with pytest.raises(DataError, match=r"test.jsonl: malformed JSON on line 2"):
@@ -209,3 +210,36 @@ def test_jsonl_lines_end_at_newline_only(tmp_path):
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
                                           encoding="utf-8")
     assert read_records(tmp_path / "train.jsonl") == records
+
+
+def test_one_convention_for_where_a_bad_record_is(tmp_path):
+    """Issue 29 (9): a JSON Lines record is named by its line as an editor shows it (blank lines counted); a record of
+    a JSON list by its position counting from 1."""
+    (tmp_path / "train.jsonl").write_text('{"prompt": "p", "answer": "a"}\n\n{"question": "q"}\n')
+    (tmp_path / "test.json").write_text(json.dumps([{"prompt": "p", "answer": "a"}, {"question": "q"}]))
+    with pytest.raises(DataError, match=r"train.jsonl: line 3: expected keys"):
+        load_instruction_task(tmp_path / "train.jsonl", tmp_path / "test.json")
+    (tmp_path / "train.jsonl").write_text('{"prompt": "p", "answer": "a"}\n')
+    with pytest.raises(DataError, match=r"test.json: record 2 \(counting from 1\): expected keys"):
+        load_instruction_task(tmp_path / "train.jsonl", tmp_path / "test.json")
+
+
+@pytest.mark.parametrize("answer", [None, "", "  "])
+def test_a_missing_or_empty_answer_is_an_error_not_a_target(tmp_path, answer):
+    """Issue 29 (6): "answer": null was trained as the literal 'None', "" as an empty target."""
+    (tmp_path / "train.jsonl").write_text(json.dumps({"prompt": "p", "answer": "a"}) + "\n"
+                                          + json.dumps({"prompt": "q", "answer": answer}) + "\n")
+    (tmp_path / "test.jsonl").write_text(json.dumps({"prompt": "p", "answer": "a"}) + "\n")
+    with pytest.raises(DataError, match=r"train.jsonl: line 2: empty answer"):
+        load_instruction_task(tmp_path / "train.jsonl", tmp_path / "test.jsonl")
+
+
+def test_a_file_that_is_not_utf8_is_named_in_one_line(tmp_path, cl_root):
+    """Issue 29 (4): a UnicodeDecodeError traceback that named no file."""
+    (tmp_path / "train.jsonl").write_bytes('{"prompt": "caf\u00e9", "answer": "a"}\n'.encode("latin-1"))
+    (tmp_path / "test.jsonl").write_text(json.dumps({"prompt": "p", "answer": "a"}) + "\n")
+    with pytest.raises(DataError, match=r"train.jsonl: not UTF-8 text \(byte 0xe9 at offset 15\)"):
+        load_instruction_task(tmp_path / "train.jsonl", tmp_path / "test.jsonl")
+    (cl_root / "agnews" / "train.json").write_bytes(b'[{"label": "World", "sentence": "caf\xe9"}]')
+    with pytest.raises(DataError, match=r"agnews/train.json: not UTF-8 text"):
+        load_cl_benchmark_task(cl_root / "agnews")

@@ -182,3 +182,20 @@ def test_chance_and_majority_by_hand():
     assert ref["majority"] == 25.0                    # always "B": one of four
     free = reference_scores(Task("g", [], [Example("q", "x", "g")], metric="rouge_l"))
     assert free == {"chance": None, "majority": None}
+
+
+def test_choice_letter_is_a_letter_standing_alone_not_a_leading_article():
+    """Issue 29 (11): "A clause is…" begins with the article A, which is not option A."""
+    gold = "A\nA clause is a group of words"
+    assert choice_letter("A clause is a group of words", [gold]) == 0.0
+    assert choice_letter("B is the answer", ["B"]) == 0.0                 # a letter followed by a word is a word
+    for answer in ("A", "A.", "A:", "A)", "(A)", " A\nbecause", "[A] yes", "A. A clause", "a"):
+        assert choice_letter(answer, [gold]) == 100.0, answer
+
+
+def test_number_gold_that_is_not_a_number_is_compared_as_text():
+    """Issue 29 (10): NumGLUE-cm holds golds such as "Friday"; the exact answer scores 100, not 0."""
+    assert number("Friday", ["Friday"]) == 100.0 and number("friday.", ["Friday"]) == 100.0
+    assert number("Monday", ["Friday"]) == 0.0 and number("", ["Friday"]) == 0.0
+    assert number("5 days", ["5"]) == 100.0 and number("Friday 5", ["Friday"]) == 0.0  # a numeric gold reads numbers
+    assert score("number", ["October", "12"], [["October"], ["12.0"]]) == 100.0

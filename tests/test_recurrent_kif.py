@@ -372,16 +372,20 @@ def test_paper_preset_holds_the_papers_hyper_parameters(cl_root, tmp_path):
         load_config(preset)  # no model is shipped: the user names one
     cfg = load_config(preset, ["model.path=/models/t5-large"])
     t, lora, method = cfg.training, cfg.model.lora, create_method(cfg.method.name, cfg.method.params)
-    assert (t.lr, t.schedule, t.warmup_steps, t.epochs, t.batch_size) == (3e-4, "linear", 50, 10, 8)
+    # WoodScene/Recurrent_KIF scripts/run_train_KIF_t5lora.sh and finetune_KIF_t5lora.py's defaults, exactly
+    assert (t.lr, t.schedule, t.warmup_steps, t.epochs, t.batch_size * t.grad_accum, t.grad_accum) == \
+        (3e-4, "linear", 50, 10, 8, 4)
     assert (lora.r, lora.alpha, lora.dropout, lora.target_modules) == (8, 32, 0.05, ["q", "v"])
-    assert (cfg.model.kind, cfg.data.benchmark, cfg.data.n_train) == ("seq2seq", "standard", 1000)
+    assert (cfg.model.kind, cfg.model.max_length, cfg.model.max_new_tokens) == ("seq2seq", 1024, 128)
+    assert (cfg.data.benchmark, cfg.data.n_train, cfg.seed) == ("standard", 1000, 42)
     p = method.params
-    assert (p.q, p.m, p.alpha_in, p.alpha_out, p.top_fraction, p.memory_fraction) == \
-        (8, 1, 0.55, 0.55, 0.2, 0.02)
+    assert (p.variant, p.q, p.m, p.outer_batch_size, p.platon_beta, p.top_fraction, p.memory_fraction) == \
+        ("reference_code", 8, 4, 8, 0.85, 0.2, 0.02)
     # The same file runs end to end with a tiny T5 on the toy tasks.
     tiny = load_config(preset, ["model.path=null", "model.tiny={arch: t5, layers: 1, width: 32, heads: 2}",
                                 "data.benchmark=custom", f"data.data_dir={cl_root}", "data.tasks=[agnews, amazon]",
-                                "data.n_train=null", "training.epochs=0.34", "method.params.q=2"])
+                                "data.n_train=null", "training.epochs=0.34", "method.params.q=2",
+                                "model.max_length=64", "model.max_new_tokens=4", "method.params.outer_batch_size=2"])
     result, _ = run_experiment(tiny, tmp_path / "run")
     assert len(result.acc_matrix) == 2 and result.method_report["fusions"] >= 1
 

@@ -61,4 +61,6 @@ def test_trace_runs_on_any_task_folder_in_its_layout(tmp_path):
                        "model.max_length=64", "model.max_new_tokens=4"])
     record, _ = run_experiment(cfg, tmp_path / "run")
     assert record.task_metrics == {"FOMC": "choice_letter", "MyNewTask": "exact_match"}
-    assert record.chance == [None, None] and record.majority[1] == 50.0  # "A" half the time; no options given
+    # FOMC's options are the letters A/B/C (issue 29, 12): a random one scores (50 + 50 + 0) / 3 here; MyNewTask has
+    # no options to draw from
+    assert record.chance == [pytest.approx(100 / 3), None] and record.majority[1] == 50.0

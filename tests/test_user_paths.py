@@ -1,5 +1,6 @@
 """User paths that used to end in a traceback or mislead (issue 15): each now ends in one line that says what to do."""
 import json
+import re
 
 import pytest
 import yaml
@@ -74,3 +75,49 @@ def test_a_failed_run_logs_its_error(cl_root, tmp_path):
         run_experiment(parse_config(raw), tmp_path / "run")
     last = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])
     assert last["event"] == "error" and "nosuch" in last["message"]
+
+
+@pytest.mark.parametrize("item,key", [("training.lr=-0.001", "training.lr"), ("training.epochs=0", "training.epochs"),
+                                      ("model.lora.r=0", "model.lora.r"), ("data.n_train=0", "data.n_train"),
+                                      ("training.warmup_ratio=1.5", "training.warmup_ratio"),
+                                      ("model.lora.dropout=1", "model.lora.dropout")])
+def test_numeric_settings_out_of_range_are_one_line_naming_the_set(cl_root, tmp_path, item, key):
+    """Issue 29 (5, 9): a negative lr gave torch's traceback; a --set error blamed the YAML file."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(cl_root)))
+    with pytest.raises(ConfigError, match=rf"^--set {re.escape(item)}: {re.escape(key)}: Input should be"):
+        load_config(path, [item])
+    with pytest.raises(ConfigError, match=r"^--set training\.lr=\[: the value is not valid YAML"):
+        load_config(path, ["training.lr=["])
+    with pytest.raises(ConfigError, match=r"c\.yaml: training\.lr: Input should be greater than 0"):
+        bad = tiny_config(cl_root)
+        bad["training"]["lr"] = 0
+        path.write_text(yaml.safe_dump(bad))
+        load_config(path)
+
+
+def test_max_length_beyond_the_models_positions_is_capped_in_one_line(gpt2_folder, caplog):
+    """Issue 29 (7): model.max_length 1000000 was accepted silently."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    from continual_lm.models.backbone import build_backbone
+    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(18)} | {"[EOS]": 18, "[UNK]": 19}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="[EOS]").save_pretrained(gpt2_folder)
+    with caplog.at_level("WARNING"):
+        backbone = build_backbone(ModelSettings(kind="causal", path=str(gpt2_folder), max_length=1000000,
+                                                max_new_tokens=4))
+    assert backbone.settings.max_length == 32 and backbone.token_budget == 32
+    assert [r.getMessage() for r in caplog.records] == [
+        "model.max_length 1000000 is above the 32 positions of the model: capped at 32"]
+
+
+@pytest.mark.parametrize("benchmark,order", [("custom", 2), ("trace", 2), ("biography", 1)])
+def test_an_order_for_a_benchmark_without_orders_is_an_error(cl_root, benchmark, order):
+    """Issue 29 (8): data.order was ignored with trace/custom, and recorded as if it applied."""
+    cfg = tiny_config(cl_root)
+    cfg["data"] |= {"benchmark": benchmark, "order": order}
+    if benchmark == "biography":
+        cfg["data"].pop("data_dir")
+    with pytest.raises(ConfigError, match=rf"data\.order: benchmark '{benchmark}' has (no orders|one order \(1\))"):
+        parse_config(cfg)

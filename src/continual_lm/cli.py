@@ -6,6 +6,7 @@
                              [--resume] [--out FILE]
     continual-lm grid --merge FILE ... --out FILE
     continual-lm list [--verbose]            registered methods (and their typed parameters)
+    continual-lm models [--verbose]          named pretrained models (model.path: NAME) and whether each is installed
     continual-lm compare DIR [DIR ...]       OP / BWT / FWT / LA / F / AP of finished runs, as a table
     continual-lm analyze RUN [--what ...]    recovery, update angles, loss landscape, Fisher vs angle, answers
 """
@@ -20,9 +21,13 @@ from .errors import ContinualLMError
 
 
 def _quiet_libraries() -> None:
+    import warnings
+
     import transformers
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    # peft asks transformers a deprecated question on every model it wraps; nothing for a user to act on
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -92,6 +97,19 @@ def cmd_list(args: argparse.Namespace) -> int:
         if args.verbose:
             for line in describe_params(cls):
                 print(" " * (width + 4) + line)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models.named import models_table
+
+    rows = models_table()
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        state = f"installed ({r['package']} {r['version']})" if r["installed"] else f"not installed: {r['install']}"
+        print(f"{r['name']:<{width}}  {r['kind']:<7}  {state}")
+        if args.verbose:
+            print(" " * (width + 2) + f"{r['description']}; LoRA targets {', '.join(r['target_modules'])}")
     return 0
 
 
@@ -184,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="continual-lm", description="Continual learning of language models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"continual-lm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run an experiment (no --config: the default Biography experiment)")
     run.add_argument("--config", type=Path, help="experiment YAML")
@@ -202,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--verbose", action="store_true", help="show each method's parameters")
     lst.add_argument("--markdown", action="store_true", help="the methods as a markdown table (as in the README)")
     lst.set_defaults(func=cmd_list)
+    models = sub.add_parser("models", help="named pretrained models (model.path: NAME) and whether each is installed")
+    models.add_argument("--verbose", action="store_true", help="describe each model")
+    models.set_defaults(func=cmd_models)
     cmp_ = sub.add_parser("compare", help="compare finished runs")
     cmp_.add_argument("runs", nargs="+", help="run folders")
     cmp_.add_argument("--by-method", action="store_true", help="one row per method: mean ± std over its runs")
@@ -216,8 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     ana.add_argument("--energy", type=float, default=0.99, help="spectral energy kept in the top singular subspace")
     ana.add_argument("--grid", type=int, default=21, help="loss-landscape grid size")
     ana.add_argument("--examples", type=int, default=64, help="examples per loss evaluation in the landscape")
-    ana.add_argument("--recovery-steps", type=int, default=20)
-    ana.add_argument("--recovery-examples", type=int, default=64)
+    ana.add_argument("--recovery-steps", type=int, default=20,
+                     help="recovery: fine-tuning steps on each old task (the forgetting that comes back is spurious)")
+    ana.add_argument("--recovery-examples", type=int, default=64,
+                     help="recovery: training examples of the old task those steps use")
     ana.set_defaults(func=cmd_analyze)
     return parser
 

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -14,30 +14,51 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# Numeric settings with their ranges: a value outside is a one-line error naming the key, not a traceback later.
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Count = Annotated[int, Field(ge=1)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
 class LoRASettings(_Strict):
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
+    r: Count = 8
+    alpha: Positive = 16
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     target_modules: list[str] | None = None  # None: a sensible default per architecture
 
 
 class TinyModelSettings(_Strict):
     """A model built from a config (random initialisation); the tokenizer is word-level, built from the data."""
     arch: Literal["gpt", "llama", "t5", "bert"] = "gpt"
-    layers: int = 2
-    width: int = 64
-    heads: int = 2
+    layers: Count = 2
+    width: Count = 64
+    heads: Count = 2
 
 
 class ModelSettings(_Strict):
     kind: Literal["causal", "seq2seq", "encoder"] = "causal"
-    path: str | None = None          # local folder or hub id; None with ``tiny`` builds from a config
+    # A named model (``continual-lm models``: installed offline from a PyPI package, e.g. smollm2-135m), a local
+    # folder or a hub id; None with ``tiny`` builds from a config.
+    path: str | None = None
+    gguf_file: str | None = None     # a GGUF file (in ``path``, or a path of its own): converted once, then cached
     tiny: TinyModelSettings | None = None
     finetune: Literal["lora", "full"] = "lora"
     lora: LoRASettings = LoRASettings()
-    max_length: int = 256
-    max_new_tokens: int = 16
-    label_scale: float = 20.0        # encoder label scoring: logits = scale * cosine(prompt, label)
+    max_length: Annotated[int, Field(ge=2)] = 256
+    # Tokens an answer may have (generation's limit, and the room the prompt leaves in training too). None: the run's
+    # longest label and the end token when every task has labels, else 16.
+    max_new_tokens: Count | None = None
+    # Generative models: the prompt in the tokenizer's chat template (auto: for an instruct model that has one;
+    # models/prompts.py), or the papers' plain prompts (off).
+    chat_template: Literal["auto", "on", "off"] = "auto"
+
+    @field_validator("chat_template", mode="before")
+    @classmethod
+    def _yaml_switch(cls, v: Any) -> Any:
+        """YAML reads an unquoted on / off as true / false."""
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+    label_scale: Positive = 20.0        # encoder label scoring: logits = scale * cosine(prompt, label)
     # Encoder label scoring: the candidates of an example are its own task's options ("options": task-incremental),
     # or every label of every task in the run ("all": the output space of a generative model, which can answer
     # with any label it has learnt — where its forgetting comes from). Generative kinds always answer freely.
@@ -45,10 +66,13 @@ class ModelSettings(_Strict):
 
     @model_validator(mode="after")
     def _source(self) -> "ModelSettings":
-        if self.path is None and self.tiny is None and self.kind != "encoder":
-            raise ValueError("set model.path (a local folder or hub id) or model.tiny")
-        if self.path is not None and self.tiny is not None:
+        if self.path is None and self.tiny is None and self.gguf_file is None and self.kind != "encoder":
+            raise ValueError("set model.path (a named model, a local folder or hub id) or model.tiny")
+        if self.tiny is not None and (self.path is not None or self.gguf_file is not None):
             raise ValueError("set only one of model.path and model.tiny")
+        if self.max_new_tokens is not None and self.max_new_tokens >= self.max_length:
+            raise ValueError(f"max_new_tokens ({self.max_new_tokens}) must be below max_length ({self.max_length}): "
+                             "the prompt gets what the answer leaves")
         return self
 
 
@@ -57,8 +81,8 @@ class DataSettings(_Strict):
     data_dir: str | None = None
     order: int | None = None
     tasks: list[str] | None = None
-    n_train: int | None = 1000
-    n_test: int | None = None
+    n_train: Count | None = 1000
+    n_test: Count | None = None
     biography: dict[str, Any] = {}   # BiographySettings fields, validated by data.biography
     # The metric of a task, instead of the one its benchmark chooses (evaluation/scores.py)
     metrics: dict[str, Literal["exact_match", "choice_letter", "number", "rouge_l", "edit_similarity", "sari"]] = {}
@@ -66,26 +90,26 @@ class DataSettings(_Strict):
 
 class TaskOverride(_Strict):
     """Per-task changes to the training schedule (e.g. more epochs for a task that must memorise facts)."""
-    epochs: float | None = None
-    max_steps: int | None = None
-    lr: float | None = None
+    epochs: Positive | None = None
+    max_steps: Count | None = None
+    lr: Positive | None = None
 
 
 class TrainSettings(_Strict):
-    epochs: float = 1.0
-    max_steps: int | None = None     # per task; overrides epochs
+    epochs: Positive = 1.0
+    max_steps: Count | None = None   # per task; overrides epochs
     batch_size: int = 8
     eval_batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    lr: Positive = 1e-3
+    weight_decay: NonNegative = 0.0
     schedule: Literal["constant", "linear", "cosine"] = "constant"
-    warmup_ratio: float = 0.0
-    warmup_steps: int | None = None  # overrides warmup_ratio (the Recurrent-KIF authors warm up for 50 steps)
+    warmup_ratio: Fraction = 0.0
+    warmup_steps: Annotated[int, Field(ge=0)] | None = None  # overrides warmup_ratio (the Recurrent-KIF authors warm up for 50 steps)
     grad_accum: int = 1
     group_by_length: bool = False  # batches of similar lengths (less padding); training/loop.py batches()
-    max_grad_norm: float | None = 1.0
-    num_threads: int | None = None  # torch.set_num_threads for the run; None: leave it (benchmarks: --threads)
-    eval_max_examples: int | None = None   # cap on test examples per evaluation (None: all)
+    max_grad_norm: Positive | None = 1.0
+    num_threads: Count | None = None  # torch.set_num_threads for the run; None: leave it (benchmarks: --threads)
+    eval_max_examples: Count | None = None   # cap on test examples per evaluation (None: all)
     # Which tasks to evaluate after each stage: "all", or "seen_and_next" (the trained ones and the next one,
     # all that OP/BWT/FWT need; the other cells of the accuracy matrix stay empty). Saves ~40% on 15 tasks.
     eval_tasks: Literal["all", "seen_and_next"] = "all"
@@ -98,7 +122,7 @@ class TrainSettings(_Strict):
     per_task: dict[str, TaskOverride] = {}  # task name -> overrides
     # Resume points (<run>/resume): every save_every optimiser steps and at each stage's end (0: only at the stages'
     # ends; null: none at all). 50 costs well under 2% of a run for MiniLM + LoRA (benchmarks/resume_overhead.py).
-    save_every: int | None = 50
+    save_every: Annotated[int, Field(ge=0)] | None = 50
     keep_resume: bool = False        # keep the last resume point when the run finishes (it is deleted otherwise)
     nan_policy: Literal["stop", "skip_step"] = "stop"  # a NaN/inf loss or gradient: stop the run, or skip that step
 
@@ -124,10 +148,10 @@ class TrainSettings(_Strict):
 
 class RecoverySettings(_Strict):
     """Brief fine-tuning on a few training examples of an old task, to test whether its knowledge is still there."""
-    steps: int = 20
-    n_examples: int = 64
-    batch_size: int = 16
-    lr: float | None = None           # None: training.lr
+    steps: Count = 20
+    n_examples: Count = 64
+    batch_size: Count = 16
+    lr: Positive | None = None           # None: training.lr
 
 
 class MethodSettings(_Strict):
@@ -150,14 +174,14 @@ class ExperimentConfig(_Strict):
     pretrain: TrainSettings | None = None
     # Task-0 evaluations during later tasks (the "spurious forgetting curve"), at these steps of each task.
     curve_steps: list[int] = []
-    curve_max_examples: int | None = None  # the first N test examples of task 0 at the curve points (None: all)
+    curve_max_examples: Count | None = None  # the first N test examples of task 0 at the curve points (None: all)
     # Save the trainable weights at these steps of every stage (and at its end) into <run>/checkpoints/,
     # for the analyses (recovery, update angles, loss landscape).
     checkpoint_steps: list[int] = []
     # After the run: short recovery fine-tuning on each old task to split forgetting into a recoverable
     # ("spurious") part and the rest. Off when None.
     forgetting_decomposition: RecoverySettings | None = None
-    log_every: int = 10
+    log_every: Count = 10
 
     def resolved_method_params(self) -> dict[str, Any]:
         return {**self.method_params.get(self.method.name, {}), **self.method.params}
@@ -170,13 +194,17 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"data.data_dir: benchmark {self.data.benchmark!r} needs a data folder")
         if self.pretrain is not None and self.model.tiny is None:
             raise ValueError("pretrain: pre-training from scratch needs model.tiny")
+        d = self.data
+        if d.order is not None and (d.benchmark in ("custom", "biography") or (d.benchmark == "trace" and d.order != 1)):
+            # it would be ignored, and recorded as if it had applied
+            raise ValueError(f"data.order: benchmark {d.benchmark!r} has "
+                             + ("one order (1)" if d.benchmark == "trace" else "no orders") + "; data.tasks sets the "
+                             "sequence")
         return self
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
-    errors = err.errors()
-    # A misspelt key is the likelier cause of a missing one: report it first.
-    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    first = _first_error(err)
     key = ".".join(str(p) for p in first["loc"]) or "(top level)"
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
     hint = ""
@@ -201,13 +229,27 @@ def _model_of(annotation) -> type[BaseModel] | None:
     return None
 
 
-def parse_config(data: dict, source: str = "config") -> ExperimentConfig:
+def parse_config(data: dict, source: str = "config", overrides: list[str] | None = None) -> ExperimentConfig:
+    """``overrides``: the ``--set KEY=VALUE`` items applied to ``data``; an error in a key one of them set names it."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as e:
+        first = _first_error(e)
+        key = ".".join(str(p) for p in first["loc"])
+        for item in reversed(overrides or []):
+            set_key = item.split("=", 1)[0]
+            if key == set_key or key.startswith(set_key + ".") or set_key.startswith(key + "."):
+                source = f"--set {item}"
+                break
         raise ConfigError(_format_validation_error(e, source)) from None
+
+
+def _first_error(err: ValidationError) -> dict:
+    errors = err.errors()
+    # A misspelt key is the likelier cause of a missing one: report it first.
+    return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
@@ -224,20 +266,23 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
     for item in overrides or []:
         apply_override(data, item)
-    return parse_config(data, str(path))
+    return parse_config(data, str(path), overrides)
 
 
 def apply_override(data: dict, item: str) -> None:
     if "=" not in item:
-        raise ConfigError(f"override {item!r}: expected key=value")
+        raise ConfigError(f"--set {item}: expected KEY=VALUE")
     key, value = item.split("=", 1)
     node = data
     parts = key.split(".")
     for p in parts[:-1]:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {item!r}: {p} is not a mapping")
-    node[parts[-1]] = yaml.safe_load(value)
+            raise ConfigError(f"--set {item}: {p} is not a mapping")
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {item}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
 
 
 def dump_config(cfg: ExperimentConfig) -> str:

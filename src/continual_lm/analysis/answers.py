@@ -64,9 +64,9 @@ def answer_shares(records: Iterable[dict], own_labels: Iterable[str], run_labels
 
 def read_predictions(path: Path) -> list[dict]:
     records = read_records(path)
-    for i, record in enumerate(records, 1):
+    for i, record in enumerate(records):
         if not isinstance(record, dict) or "prediction" not in record or "score" not in record:
-            raise DataError(f"{path}: record {i}: a prediction line needs 'prediction' and 'score'")
+            raise DataError(f"{path}: {records.where(i)}: a prediction line needs 'prediction' and 'score'")
     return records
 
 

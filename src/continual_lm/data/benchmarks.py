@@ -44,6 +44,9 @@ ORDERS["trace"] = {1: TRACE_TASKS}
 TRACE_METRICS = {"C-STANCE": "choice_letter", "FOMC": "choice_letter", "ScienceQA": "choice_letter",
                  "NumGLUE-cm": "number", "NumGLUE-ds": "number", "MeetingBank": "rouge_l", "Py150": "edit_similarity",
                  "20Minuten": "sari"}
+# Tasks whose every prompt offers the same option letters (their instructions say "A, B or C"): a random option's
+# score (the chance column) is drawn from these. ScienceQA's options vary per question and are not listed.
+TRACE_OPTIONS = {"C-STANCE": ("A", "B", "C"), "FOMC": ("A", "B", "C")}
 DEFAULT_ORDER = {"standard": 1, "long": 4, "superni": 1, "trace": 1}
 
 
@@ -90,5 +93,7 @@ def load_trace_task(task_dir: Path, n_train: int | None, n_test: int | None, see
             rest = [n for n in sequence if n != task_dir.name]
             raise DataError(f"{task_dir}: no {split} (TRACE's MeetingBank release has no 500-example train file); "
                             f"leave the task out with data.tasks: [{', '.join(rest)}]")
-    return load_instruction_task(task_dir / "train.json", task_dir / "test.json", task_dir.name, metric, n_train,
+    task = load_instruction_task(task_dir / "train.json", task_dir / "test.json", task_dir.name, metric, n_train,
                                  n_test, seed)
+    task.options = TRACE_OPTIONS.get(task_dir.name)
+    return task

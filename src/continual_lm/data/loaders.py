@@ -5,7 +5,8 @@
 3. Generic instruction files (JSON list or JSONL of ``{prompt, answer}``, ``{input, output}`` or
    ``{instruction, input, output}``).
 
-Every error names the file and, where there is one, the record index.
+Every error names the file and, where there is one, the record: a JSON Lines record by its line as an editor shows it,
+a record of a JSON list by its position counting from 1 (``Records.where``).
 """
 from __future__ import annotations
 
@@ -30,38 +31,53 @@ INSTRUCTION_KEY = {
 NO_GOLD_LABEL = "-"  # MNLI records without a gold label
 
 
-def read_json(path: Path):
+def read_text(path: Path) -> str:
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                        "save it as UTF-8") from None
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
 
 
-def read_records(path: Path) -> list:
+class Records(list):
+    """A file's records, and where each is in it (for error messages)."""
+
+    def __init__(self, records: list, lines: list[int] | None = None):
+        super().__init__(records)
+        self.lines = lines  # JSON Lines: the line of each record
+
+    def where(self, i: int) -> str:
+        return f"line {self.lines[i]}" if self.lines is not None else f"record {i + 1} (counting from 1)"
+
+
+def read_records(path: Path) -> Records:
     """A JSON list, or JSON Lines (one object per line)."""
     if path.suffix == ".jsonl":
-        records = []
-        try:
-            # "\n" alone ends a line: splitlines() would also cut at U+2028, U+0085 or a form feed, which JSON strings
-            # may hold raw (ensure_ascii=False writes them so: our own predictions files do).
-            lines = path.read_text(encoding="utf-8").split("\n")
-        except FileNotFoundError:
-            raise DataError(f"{path}: file not found") from None
-        for lineno, line in enumerate(lines, 1):
+        records, numbers = [], []
+        # "\n" alone ends a line: splitlines() would also cut at U+2028, U+0085 or a form feed, which JSON strings
+        # may hold raw (ensure_ascii=False writes them so: our own predictions files do).
+        for lineno, line in enumerate(read_text(path).split("\n"), 1):
             if not line.strip():
                 continue
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}: malformed JSON on line {lineno}: {e.msg}") from None
-        return records
+            numbers.append(lineno)
+        return Records(records, numbers)
     data = read_json(path)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
-    return data
+    return Records(data)
 
 
 def subsample(items: list, n: int | None, seed: int, salt: str) -> list:
@@ -80,11 +96,11 @@ def _require_nonempty(examples: list, path: Path) -> list:
 
 # --------------------------------------------------------------------------- O-LoRA CL_Benchmark
 
-def cl_benchmark_prompt(instruction: str, labels: tuple[str, ...] | None, sentence: str) -> str:
-    """The prompt of the O-LoRA papers; COPA (no instruction) is the sentence plus ``\\nAnswer:``."""
-    if not instruction:
-        return sentence + "\nAnswer:"
-    return instruction + "Option: " + ", ".join(labels or ()) + " \n" + sentence + "\nAnswer:"
+def cl_benchmark_prompt(instruction: str, labels: tuple[str, ...] | None, sentence: str) -> tuple[str, tuple[int, int]]:
+    """The prompt of the O-LoRA papers and where its sentence lies in it (the passage truncation may cut); COPA (no
+    instruction) is the sentence plus ``\\nAnswer:``."""
+    head = instruction + "Option: " + ", ".join(labels or ()) + " \n" if instruction else ""
+    return head + sentence + "\nAnswer:", (len(head), len(head) + len(sentence))
 
 
 def load_cl_benchmark_task(task_dir: str | Path, n_train: int | None = None, n_test: int | None = None,
@@ -106,14 +122,16 @@ def load_cl_benchmark_task(task_dir: str | Path, n_train: int | None = None, n_t
         examples, skipped = [], 0
         for i, rec in enumerate(records):
             if not isinstance(rec, dict) or "sentence" not in rec or "label" not in rec:
-                raise DataError(f"{path}: record {i}: expected an object with 'label' and 'sentence'")
+                raise DataError(f"{path}: {records.where(i)}: expected an object with 'label' and 'sentence'")
             label = rec["label"]
             if label == NO_GOLD_LABEL and NO_GOLD_LABEL not in labels_t:
                 skipped += 1
                 continue
             if label not in labels_t:
-                raise DataError(f"{path}: record {i}: label {label!r} is not in {labels_path.name} {list(labels_t)}")
-            examples.append(Example(cl_benchmark_prompt(instruction, labels_t, rec["sentence"]), label, name, labels_t))
+                raise DataError(f"{path}: {records.where(i)}: label {label!r} is not in {labels_path.name} "
+                                f"{list(labels_t)}")
+            prompt, passage = cl_benchmark_prompt(instruction, labels_t, rec["sentence"])
+            examples.append(Example(prompt, label, name, labels_t, passage=passage))
         if skipped:
             log.warning("%s: skipped %d records labelled %r (no gold label)", path, skipped, NO_GOLD_LABEL)
         _require_nonempty(examples, path)
@@ -127,7 +145,7 @@ def _cl_instruction(task_dir: Path, name: str) -> str:
     or beside it) under the task's own name, or under the instruction type of the 15 O-LoRA tasks (TC, SC, NLI, …)."""
     own = task_dir / "instruction.txt"
     if own.exists():
-        return own.read_text(encoding="utf-8")
+        return read_text(own)
     key = INSTRUCTION_KEY.get(name, "__unknown__")
     if key is None:
         return ""
@@ -166,14 +184,16 @@ def load_superni_task(task_dir: str | Path, n_train: int | None = None, n_test: 
         examples, empty = [], 0
         for i, inst in enumerate(data["Instances"]):
             if not isinstance(inst, dict) or "input" not in inst or "output" not in inst:
-                raise DataError(f"{path}: instance {i}: expected 'input' and 'output'")
+                raise DataError(f"{path}: instance {i + 1} (counting from 1): expected 'input' and 'output'")
             outputs = inst["output"] if isinstance(inst["output"], list) else [inst["output"]]
             outputs = tuple(str(o) for o in outputs if str(o).strip())
             if not outputs:  # an empty reference cannot be scored (one such instance in the real task511 data)
                 empty += 1
                 continue
-            prompt = f"Definition: {definition}\n\nInput: {inst['input']}\nOutput:"
-            examples.append(Example(prompt, outputs[0], name, None, outputs))
+            head = f"Definition: {definition}\n\nInput: "
+            prompt = f"{head}{inst['input']}\nOutput:"
+            passage = (len(head), len(head) + len(str(inst["input"])))
+            examples.append(Example(prompt, outputs[0], name, None, outputs, passage))
         if empty:
             log.warning("%s: skipped %d instances with an empty output", path, empty)
         _require_nonempty(examples, path)
@@ -186,18 +206,25 @@ def load_superni_task(task_dir: str | Path, n_train: int | None = None, n_test: 
 
 # --------------------------------------------------------------------------- generic instruction files
 
-def _generic_pair(rec, path: Path, i: int) -> tuple[str, str]:
+def _generic_pair(rec, path: Path, where: str) -> tuple[str, tuple[str, ...], tuple[int, int] | None]:
+    """(prompt, acceptable answers, the passage's span in the prompt or None) of a generic record."""
     if not isinstance(rec, dict):
-        raise DataError(f"{path}: record {i}: expected an object")
+        raise DataError(f"{path}: {where}: expected an object")
     if "prompt" in rec and "answer" in rec:
-        return str(rec["prompt"]), str(rec["answer"])
-    if "instruction" in rec and "output" in rec:
-        inp = str(rec.get("input", ""))
-        return (str(rec["instruction"]) + ("\n" + inp if inp else "")), str(rec["output"])
-    if "input" in rec and "output" in rec:
-        return str(rec["input"]), str(rec["output"])
-    raise DataError(f"{path}: record {i}: expected keys {{prompt, answer}}, {{input, output}} "
-                    f"or {{instruction, input, output}}, got {sorted(rec)}")
+        prompt, answer, passage = str(rec["prompt"]), rec["answer"], None
+    elif "instruction" in rec and "output" in rec:
+        head, inp = str(rec["instruction"]), str(rec.get("input") or "")
+        prompt, answer = (head + "\n" + inp if inp else head), rec["output"]
+        passage = (len(head) + 1, len(head) + 1 + len(inp)) if inp else None
+    elif "input" in rec and "output" in rec:
+        prompt, answer, passage = str(rec["input"]), rec["output"], None
+    else:
+        raise DataError(f"{path}: {where}: expected keys {{prompt, answer}}, {{input, output}} "
+                        f"or {{instruction, input, output}}, got {sorted(rec)}")
+    answers = tuple(str(a) for a in (answer if isinstance(answer, list) else [answer]) if a is not None and str(a).strip())
+    if not answers:  # null was trained as the text 'None', "" as an empty target
+        raise DataError(f"{path}: {where}: empty answer ({json.dumps(answer)}); give every record an answer")
+    return prompt, answers, passage
 
 
 def load_instruction_task(train_path: str | Path, test_path: str | Path, name: str | None = None,
@@ -208,10 +235,10 @@ def load_instruction_task(train_path: str | Path, test_path: str | Path, name: s
 
     def split(path: Path, n: int | None) -> list[Example]:
         examples = []
-        for i, rec in enumerate(read_records(path)):
-            prompt, answer = _generic_pair(rec, path, i)
-            answers = tuple(str(a) for a in rec["output"]) if isinstance(rec.get("output"), list) else (answer,)
-            examples.append(Example(prompt, answers[0], name, None, answers))
+        records = read_records(path)
+        for i, rec in enumerate(records):
+            prompt, answers, passage = _generic_pair(rec, path, records.where(i))
+            examples.append(Example(prompt, answers[0], name, None, answers, passage))
         _require_nonempty(examples, path)
         return subsample(examples, n, seed, f"{name}/{path.name}")
 

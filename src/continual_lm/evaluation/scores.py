@@ -6,10 +6,13 @@ Every task carries a metric (``Task.metric``; a benchmark chooses it, ``data.met
                       articles dropped, white space folded), on as many lines as the answer has. Normalisation never
                       turns a non-empty text into an empty one (an answer "A" stays "a"), and keeps the decimal point
                       and thousands comma of a number ("17.48" is not "1748"). An empty prediction scores 0.
-- ``choice_letter``   the option letter: the first letter of the prediction (after any opening bracket or space)
-                      equals the answer's (TRACE's C-STANCE, FOMC, ScienceQA: "B\\nA clause is…" answers B).
+- ``choice_letter``   the option letter: the prediction opens (after any bracket or space) with a letter standing
+                      alone — followed by its end, a line break, ")", "]", "." or ":" — equal to the answer's
+                      (TRACE's C-STANCE, FOMC, ScienceQA: "B\\nA clause is…" answers B; "A clause is…" answers
+                      nothing: a leading article is not option A).
 - ``number``          the first number in the prediction equals the answer's (TRACE's NumGLUE; "2.0" = "2";
-                      thousands commas read as such).
+                      thousands commas read as such); a gold that holds no number ("Friday": 3 of NumGLUE-cm's 81
+                      test golds) is compared as exact_match compares text.
 - ``rouge_l``         ROUGE-L F1 (Google's ``rouge-score``, its default tokenizer), best over the answers.
 - ``edit_similarity`` ``rapidfuzz.fuzz.ratio`` (the Levenshtein ratio of fuzzywuzzy, which TRACE uses for Py150)
                       after TRACE's Py150 literal normalisation (<NUM_LIT> → 0, <STR_LIT:x> → x, …).
@@ -54,7 +57,7 @@ def exact_match(prediction: str, answers: Sequence[str], source: str = "") -> fl
     return 0.0
 
 
-_LETTER = re.compile(r"^[\s(\[]*([A-Za-z])(?![A-Za-z])")
+_LETTER = re.compile(r"^[\s(\[]*([A-Za-z])(?=$|\s*\n|[)\].:])")
 
 
 def choice_letter(prediction: str, answers: Sequence[str], source: str = "") -> float:
@@ -73,10 +76,14 @@ def _first_number(text: str) -> float | None:
 
 def number(prediction: str, answers: Sequence[str], source: str = "") -> float:
     pred = _first_number(prediction)
-    if pred is None:
-        return 0.0
-    return 100.0 if any((g := _first_number(a)) is not None and abs(pred - g) <= 1e-6 * max(1.0, abs(g))
-                        for a in answers) else 0.0
+    for answer in answers:
+        gold = _first_number(answer)
+        if gold is None:  # not a number: compared as text
+            if exact_match(prediction, [answer]):
+                return 100.0
+        elif pred is not None and abs(pred - gold) <= 1e-6 * max(1.0, abs(gold)):
+            return 100.0
+    return 0.0
 
 
 def rouge_l(prediction: str, answers: Sequence[str], source: str = "") -> float:

@@ -21,6 +21,8 @@ and step, its optimiser, a seeded RNG, a log, and ``ctx.optimizer_step()`` — t
 from __future__ import annotations
 
 import inspect
+import types
+import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
@@ -64,14 +66,22 @@ def prompt_learning_rate() -> Any:
 
 
 class MethodParams(BaseModel):
-    """A method's hyper-parameters: typed, bounded, described; validated when the method is created."""
+    """A method's hyper-parameters: typed, bounded, described; validated when the method is created.
+
+    Every method has ``lr``: its own learning rate where its authors ran it at another than the run's (MIGU's LoRA
+    scripts use 1e-4; prompt tuning far larger ones), so one config can compare methods each at its paper's rate."""
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lr: Real | None = Field(None, gt=0, description="this method's learning rate (null: training.lr)")
 
 
 class Method:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     needs_lora: ClassVar[bool] = False
+    # The work a step does beyond plain training, where it makes the method cost over 1.5× seq
+    # (benchmarks/method_cost.py reports it beside the ratio).
+    extra_work: ClassVar[str] = ""
     Params: ClassVar[type[MethodParams]] = MethodParams
     # What a resume point keeps of the method (attributes of tensors, numbers, strings, examples and containers of
     # them, or objects with state_dict/load_state_dict); references to the model are re-derived in after_load.
@@ -101,10 +111,13 @@ class Method:
                               f"(it is {ctx.config.model.finetune!r})")
 
     def learning_rate(self, lr: float) -> float:
-        """The learning rate of a stage whose training settings say ``lr``: a method whose parameters have an ``lr``
-        (prompt tuning, which needs a far larger one than fine-tuning) uses its own unless it is null."""
-        own = getattr(self.params, "lr", None)
-        return lr if own is None else own
+        """The learning rate of a stage whose training settings say ``lr``: the method's own ``lr`` unless it is null
+        (prompt tuning's default is its own, far larger one)."""
+        return lr if self.params.lr is None else self.params.lr
+
+    def make_optimizer(self, params: list[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+        """The stage's optimiser (AdamW; a method whose authors used another says so here)."""
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
     def before_stage(self, ctx: "TrainContext") -> None:
         pass
@@ -200,12 +213,26 @@ def describe_params(cls: type[Method]) -> list[str]:
     """One line per hyper-parameter: name, type, default, bounds, description (``continual-lm list --verbose``)."""
     lines = []
     for key, info in cls.Params.model_fields.items():
-        kind = getattr(info.annotation, "__name__", None) or str(info.annotation).replace("typing.", "")
-        bounds = [f"{op} {getattr(m, attr)}" for m in info.metadata
+        kind = type_name(info.annotation)
+        metadata = [*info.metadata, *(m for arg in typing.get_args(info.annotation)
+                                      for m in getattr(arg, "__metadata__", ()))]  # bounds of an Optional's inner type
+        bounds = [f"{op} {getattr(m, attr)}" for m in metadata
                   for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if hasattr(m, attr)]
         lines.append(f"{key}: {kind} = {info.default!r}" + (f" ({', '.join(bounds)})" if bounds else "")
                      + (f" — {info.description}" if info.description else ""))
     return lines
+
+
+def type_name(annotation: Any) -> str:
+    """A parameter's type as a user writes it: ``float | None``, ``'l1' | 'frobenius'`` (a Literal's values)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin is typing.Annotated:
+        return type_name(args[0])
+    if args and (origin is typing.Union or isinstance(annotation, types.UnionType)):
+        return " | ".join("None" if a is type(None) else type_name(a) for a in args)
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
 def methods_markdown() -> str:

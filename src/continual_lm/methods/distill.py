@@ -1,9 +1,11 @@
 """Knowledge distillation between the model before a task (the teacher) and the model learning it (LwF, LFPT5).
 
-    KD = T² · mean over counted positions of KL( softmax(z_old / T) ‖ softmax(z_new / T) )
+    KD = [T²] · mean (or sum) over counted positions of KL( softmax(z_old / T) ‖ softmax(z_new / T) )
 
-(Hinton et al., 2015; the T² keeps the gradient's scale independent of T). Positions are an encoder's one label
-distribution per example, or a generative model's next-token distribution at each answer token."""
+The T² factor (Hinton et al., 2015: it keeps the gradient's scale independent of T) is optional: LwF (Li & Hoiem)
+weighs the term without it. ``reduction: sum`` adds the positions' divergences up (LFPT5's code:
+``kl_div(..., reduction='sum')``). Positions are an encoder's one label distribution per example, or a generative
+model's next-token distribution at each answer token."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
@@ -16,14 +18,16 @@ from ..models.weights import assign_, snapshot
 
 
 def distillation_kl(new_logits: torch.Tensor, old_logits: torch.Tensor, mask: torch.Tensor,
-                    temperature: float) -> torch.Tensor:
+                    temperature: float, t_squared: bool = True, reduction: str = "mean") -> torch.Tensor:
     """``*_logits``: [batch, positions, classes]; ``mask``: [batch, positions], True where a position counts."""
     t = temperature
     old = F.log_softmax(old_logits.detach() / t, dim=-1)
     new = F.log_softmax(new_logits / t, dim=-1)
     per_position = (old.exp() * (old - new)).sum(-1)
     counted = mask.to(per_position.dtype)
-    return t * t * (per_position * counted).sum() / counted.sum().clamp(min=1)
+    total = (per_position * counted).sum()
+    kd = total if reduction == "sum" else total / counted.sum().clamp(min=1)
+    return kd * t * t if t_squared else kd
 
 
 @contextmanager

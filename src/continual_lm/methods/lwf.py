@@ -4,12 +4,19 @@ Before each new task the model's outputs on the new task's inputs are the target
 (the "old heads"): for an encoder, its scores of the old tasks' labels; for a generative model, its next-token
 distributions at the answer positions. The new task is learnt with
 
-    L = L_task + λ · T² · KL( softmax(z_old / T) ‖ softmax(z_new / T) )        (λ = 1, T = 2 as in the paper)
+    L = L_task + λ · KL( softmax(z_old / T) ‖ softmax(z_new / T) )        (λ = 1, T = 2 as in the paper)
+
+as in the paper (Li & Hoiem, Eq. 2–3: the distillation loss weighted by λ_o = 1, no T² factor). ``t_squared: true``
+multiplies the term by T² (Hinton et al.'s scaling, which our port used before: at T = 2 a weight of 4).
 
 Where our port differs: the paper records the old network's responses once, before the task; we compute them per
 batch from a copy of the weights at the task's start (the same numbers: same inputs, same weights, evaluation mode),
 because a generative model's token distributions over a whole vocabulary are too large to store. The first task has
-no old model and trains plainly."""
+no old model and trains plainly.
+
+Cost: one no-grad forward of the teacher per batch (the weights swapped in place: under LoRA only the adapters are
+copied) on top of the student's one forward, whose answer logits give both the task loss and the distillation; a
+generative model's head runs on the answer positions only (models/backbone.py)."""
 from __future__ import annotations
 
 import torch
@@ -29,6 +36,7 @@ class LwF(Method):
     class Params(MethodParams):
         lambda_kd: Real = Field(1.0, ge=0, description="λ, weight of the distillation term")
         temperature: Real = Field(2.0, gt=0, description="T, softmax temperature of both distributions")
+        t_squared: bool = Field(False, description="multiply the term by T² (Hinton et al.); the paper does not")
 
     state_attributes = ("teacher", "old_labels")
 
@@ -48,6 +56,6 @@ class LwF(Method):
         # The teacher first: it swaps weights in place, which a graph built before it could not survive.
         labels = self.old_labels if ctx.backbone.kind == "encoder" else None
         old = teacher_logits(ctx.backbone, self.tracked, self.teacher, examples, labels)
-        new, mask = ctx.backbone.output_logits(examples, labels)
-        kd = distillation_kl(new, old, mask, self.params.temperature)
-        return ctx.backbone.loss(examples) + self.params.lambda_kd * kd
+        loss, new, mask = ctx.backbone.loss_and_logits(examples, labels)  # one forward for both terms
+        kd = distillation_kl(new, old, mask, self.params.temperature, self.params.t_squared)
+        return loss + self.params.lambda_kd * kd

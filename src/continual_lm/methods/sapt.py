@@ -1,23 +1,28 @@
 """SAPT (Zhao et al., "SAPT: A Shared Attentive Framework for Parameter-Efficient Continual Learning of Large
-Language Models", ACL 2024).
+Language Models", ACL 2024), as its authors' code runs it (circle-hit/SAPT, ``src/t5_prompt.py``, ``src/run_t5.py``).
 
 Per-task PET blocks (a LoRA adapter per task, as IncLoRA: earlier ones frozen) combined by one shared attentive
-learning & selection module (ALSM): the query of an input is a projection of the mean of its token embeddings,
-q = W·mean(e(x)) (the embeddings are the frozen backbone's), each task t has a learnable key k_t, and every LoRA layer
-outputs
+learning & selection module (ALSM). The query of an input is its token embeddings (the frozen backbone's) max-pooled
+over the positions and passed through a small MLP, x = LayerNorm(SiLU(W₂W₁·maxpool(e(x)))) (W₁: d → 100, W₂: 100 → d,
+no biases: the code's ``trans_input``); each task t has a key k_t ∈ R^d (uniform in [−1, 1]; an old task's key is
+frozen once its task ends), and every LoRA layer outputs
 
-    y = W₀x + Σ_t a_t · B_t A_t x,     a = softmax(q · K_{0..T}ᵀ / √d)   (over the tasks seen so far)
+    y = W₀x + Σ_t a_t · B_t A_t x,     a = softmax(K_{0..T} · x / √d)   (over the tasks seen so far; d = d_model)
 
-Attentive reflection (ARM): the ALSM is shared and keeps training, so it could forget which block old inputs need.
-Before each new task the model samples pseudo-examples of every old task from itself ("__gen__ <task>"; each block
-also learns to generate its task's examples, weight ``lm_weight``), records the ALSM's attention for them, and while
-the new task trains the ALSM is pulled back to those recordings on a batch of pseudo-examples per step:
+Attentive reflection (ARM): the query MLP is shared and keeps training, so it could forget which block old inputs
+need. At the end of each task the ALSM's mean attention over that task's training inputs is recorded (fixed from
+then on: the code's replay labels). Before each new task the model samples pseudo-examples of every old task from
+itself ("__gen__ <task>"; each block also learns to generate its task's examples, weight ``lm_weight``), and while
+the new task trains, a batch of pseudo-examples per step pulls the attention back to its task's record, zero-padded
+for the keys added since:
 
-    L = L_task + λ_lm · L_gen + λ_r · CE(a_recorded ⊕ 0, a(x̃))
+    L = L_task + λ_lm · L_gen + λ_r · KL( ā_task ⊕ 0 ‖ a(x̃) )      (batch mean; the code's ``memory_replay``)
 
-Generative backbones with LoRA only (causal or seq2seq). Where our port differs: SAPT trains separate generative
-blocks for the pseudo-samples; here the same mixture learns both (as LAMOL does), which keeps one model; the
-attention is per sequence as in the paper, computed where the input enters the model (the encoder for T5)."""
+Generative backbones with LoRA only (causal or seq2seq). Where our port differs, and why: SAPT trains separate
+generative blocks for the pseudo-samples; here the same mixture learns both (as LAMOL does), which keeps one model;
+the max-pool skips padding (the code pools the pad tokens' embeddings too, which makes a query depend on the batch);
+the attention is computed where the input enters the model (the encoder for T5; for a causal model, over the whole
+prompt + answer in training, as the code's encoder sees the whole input)."""
 from __future__ import annotations
 
 import math
@@ -35,33 +40,35 @@ from .pseudo import generation_example, pseudo_examples, sample_texts, task_star
 
 
 def attention_over_tasks(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """softmax(q · Kᵀ / √d): [batch, tasks]."""
+    """softmax(q · Kᵀ / √d): [batch, tasks] (d: the queries' and keys' size, the model's width)."""
     return F.softmax(query @ keys.T / math.sqrt(keys.shape[-1]), dim=-1)
 
 
 class ALSM(nn.Module):
-    """The shared attentive learning & selection module: a projection of the input and one key per task."""
+    """The shared attentive learning & selection module: the query MLP and one key per task."""
 
-    def __init__(self, embeddings: nn.Module, key_dim: int, generator: torch.Generator):
+    def __init__(self, embeddings: nn.Module, hidden: int, generator: torch.Generator):
         super().__init__()
-        self.proj = nn.Linear(embeddings.embedding_dim, key_dim)
+        width = embeddings.embedding_dim
+        self.query = nn.Sequential(nn.Linear(width, hidden, bias=False), nn.Linear(hidden, width, bias=False),
+                                   nn.SiLU(), nn.LayerNorm(width))
         self.keys = nn.ParameterList()
-        self.key_dim, self._generator = key_dim, generator
+        self.width, self._generator = width, generator
         self._embeddings = [embeddings]            # the backbone's (frozen); a list keeps it out of this module
         self.current: torch.Tensor | None = None   # the attention of the batch now in the model, [batch, 1, tasks]
 
     def add_task(self) -> None:
-        key = torch.randn(self.key_dim, generator=self._generator) / math.sqrt(self.key_dim)
-        self.keys.append(nn.Parameter(key.to(self.proj.weight.device)))
+        key = torch.rand(self.width, generator=self._generator) * 2 - 1  # uniform in [−1, 1], as the code's
+        self.keys.append(nn.Parameter(key.to(self.query[0].weight.device)))
 
     def attention(self, input_ids: torch.Tensor | None, mask: torch.Tensor | None,
                   embeds: torch.Tensor | None = None) -> torch.Tensor:
         if embeds is None:
             embeds = self._embeddings[0](input_ids)
         embeds = embeds.detach()
-        mask = torch.ones(embeds.shape[:2], device=embeds.device) if mask is None else mask
-        pooled = (embeds * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-        return attention_over_tasks(self.proj(pooled), torch.stack(list(self.keys)))
+        if mask is not None:  # padding never wins the max
+            embeds = embeds.masked_fill(~mask.bool().unsqueeze(-1), torch.finfo(embeds.dtype).min)
+        return attention_over_tasks(self.query(embeds.max(dim=1).values), torch.stack(list(self.keys)))
 
     def hook(self, module, args, kwargs):
         """Forward pre-hook where the input enters the model: the attention of a new batch (not of a decoding step,
@@ -72,7 +79,6 @@ class ALSM(nn.Module):
         if (ids is not None or embeds is not None) and not continuing:
             self.current = self.attention(ids, kwargs.get("attention_mask"), embeds).unsqueeze(1)
 
-
 @register
 class SAPT(Method):
     name = "sapt"
@@ -80,15 +86,16 @@ class SAPT(Method):
     needs_lora = True
 
     class Params(MethodParams):
-        key_dim: Count = Field(64, ge=1, description="d, size of the ALSM's queries and keys")
+        query_hidden: Count = Field(100, ge=1, description="width of the query MLP's bottleneck (the code: 100)")
         gamma: Real = Field(0.2, ge=0, description="pseudo-examples per real example, over all old tasks")
         lm_weight: Real = Field(0.25, ge=0, description="weight of the generation loss")
         reflection_weight: Real = Field(1.0, ge=0, description="λ_r, weight of the attentive reflection")
+        record_examples: Count = Field(64, ge=1, description="a task's inputs its mean attention is recorded on")
         max_new_tokens: Count = Field(48, ge=1, description="length of a generated pseudo-example")
         top_k: Count = Field(20, ge=1, description="top-k sampling of pseudo-examples")
         generation_batch_size: Count = Field(64, ge=1, description="pseudo-examples generated at once")
 
-    state_attributes = ("reflection", "counts")
+    state_attributes = ("reflection", "records", "counts")
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "blocks_in_use": len(next(iter(self.mixtures.values())).adapters)}
@@ -104,7 +111,7 @@ class SAPT(Method):
         super().setup(ctx)
         generative_only(ctx, self.name)
         backbone = ctx.backbone
-        self.alsm = backbone.attach("sapt", ALSM(backbone.input_embeddings(), self.params.key_dim,
+        self.alsm = backbone.attach("sapt", ALSM(backbone.input_embeddings(), self.params.query_hidden,
                                                  torch.Generator().manual_seed(ctx.config.seed)))
         model = backbone.base_model
         entry = model.get_encoder() if backbone.kind == "seq2seq" else model
@@ -116,7 +123,8 @@ class SAPT(Method):
         self.mixtures = mix_lora_layers(backbone, self.blocks, lambda name, layer: (lambda x: self.alsm.current))
         for mixture in self.mixtures.values():
             mixture.adapters = self.blocks[:1]
-        self.reflection: list[tuple[Example, torch.Tensor]] = []
+        self.reflection: list[Example] = []
+        self.records: dict[str, torch.Tensor] = {}  # task → its mean attention at its end (fixed)
         self.counts: dict[str, int] = {}
 
     def before_stage(self, ctx) -> None:
@@ -127,27 +135,30 @@ class SAPT(Method):
             for mixture in self.mixtures.values():
                 mixture.adapters = self.blocks[: t + 1]
             self.alsm.add_task()
-        current = f".{self.blocks[t]}."
-        for name, param in ctx.backbone.model.named_parameters():  # the current block and the ALSM train
-            param.requires_grad_(current in name or name.startswith("cl_sapt.") or ".cl_sapt." in name)
+        # the current block, the query MLP and the current task's key train; old blocks and old keys are frozen
+        for name, param in ctx.backbone.model.named_parameters():
+            param.requires_grad_(f".{self.blocks[t]}." in name or "cl_sapt.query." in name
+                                 or name.endswith(f"cl_sapt.keys.{t}"))
 
-    def reflect(self, ctx, old) -> list[tuple[Example, torch.Tensor]]:
-        """Pseudo-examples of the old tasks, each with the ALSM's attention over the old blocks now."""
+    def after_stage(self, ctx) -> None:
+        """The task's mean attention over its training inputs, kept fixed as its reflection target."""
+        examples = ctx.task.train[: self.params.record_examples]
+        with torch.no_grad():
+            ids, mask = ctx.backbone.encode_prompts(examples)
+            self.records[ctx.task.name] = self.alsm.attention(ids, mask).mean(0)
+
+    def reflect(self, ctx, old) -> list[Example]:
+        """Pseudo-examples of the old tasks (each is pulled towards its task's recorded attention)."""
         p, backbone = self.params, ctx.backbone
         per_task = math.ceil(p.gamma * len(ctx.task.train) / len(old))
         pseudo: list[Example] = []
         for i, task in enumerate(old):
             samples = sample_texts(backbone, task_start(task.name), per_task, p.max_new_tokens, p.top_k,
                                    p.generation_batch_size, ctx.config.seed * 1000 + ctx.stage_index * 100 + i)
-            pseudo += pseudo_examples(samples, task.name)
+            pseudo += [ex for ex in pseudo_examples(samples, task.name) if ex.task in self.records]
         self.counts[ctx.task.name] = len(pseudo)
         ctx.log({"event": "sapt_reflection", "stage": ctx.task.name, "pseudo_examples": len(pseudo)})
-        if not pseudo:
-            return []
-        with torch.no_grad():
-            ids, mask = backbone.encode_prompts(pseudo)
-            recorded = self.alsm.attention(ids, mask)
-        return list(zip(pseudo, recorded))
+        return pseudo
 
     def loss(self, ctx, examples: list[Example]) -> torch.Tensor:
         p = self.params
@@ -157,11 +168,16 @@ class SAPT(Method):
         if self.reflection and p.reflection_weight:
             k = max(1, math.ceil(p.gamma * len(examples)))
             chosen = [self.reflection[ctx.rng.randrange(len(self.reflection))] for _ in range(k)]
-            ids, mask = ctx.backbone.encode_prompts([ex for ex, _ in chosen])
+            ids, mask = ctx.backbone.encode_prompts(chosen)
             now = self.alsm.attention(ids, mask)
-            target = torch.stack([F.pad(a, (0, now.shape[1] - a.shape[0])) for _, a in chosen])
-            loss = loss + p.reflection_weight * -(target * now.clamp(min=1e-12).log()).sum(-1).mean()
+            loss = loss + p.reflection_weight * reflection_loss(now, [self.records[ex.task] for ex in chosen])
         return loss
 
     def report(self) -> dict:
         return {"reflection_pseudo_examples": self.counts} if self.counts else {}
+
+
+def reflection_loss(attention: torch.Tensor, records: list[torch.Tensor]) -> torch.Tensor:
+    """KL(record ⊕ 0 ‖ attention), batch mean: each record zero-padded for the keys added since (0·log 0 = 0)."""
+    target = torch.stack([F.pad(r, (0, attention.shape[1] - r.shape[0])) for r in records])
+    return F.kl_div(attention.clamp(min=1e-12).log(), target, reduction="batchmean")

@@ -11,7 +11,13 @@ correction:
 
 where g_t(θ_{t−1}) is the same meta-gradient evaluated at the previous step's weights on the *same* batches.
 No LM port exists publicly; our choices: first-order meta-gradients (no second derivatives through the inner
-step), one inner step, the memory shared with ``replay`` (2% class-balanced), r = 0.5, α = the training LR."""
+step), one inner step, the memory shared with ``replay`` (2% class-balanced), r = 0.5, α = the training LR.
+
+Cost: each step takes two meta-gradients — at θ_t and, for the variance reduction, at θ_{t−1} on the same batches —
+each an inner gradient on the batch and a gradient on batch ∪ memory after the inner step: four forward-backward
+passes where replay takes one (the loop's own backward serves as the first inner gradient). Measured on Standard CL
+(benchmarks/results/method_cost.json): about 4× replay in a stage with a memory. The paper's Table 9 reports 1.07×
+LoRAReplay per epoch; we found no way to compute g_t(θ_{t−1}) without its passes, and did not drop the correction."""
 from __future__ import annotations
 
 from pydantic import Field
@@ -27,6 +33,8 @@ from ..models.weights import snapshot
 @register
 class VRMCL(Method):
     name = "vr_mcl"
+    extra_work = ("two first-order meta-gradients per step (at θ_t and θ_{t−1}, for the variance reduction): four "
+                  "forward-backward passes where replay takes one")
     description = "VR-MCL (Wu et al., ICLR 2024): replay meta-gradients with variance reduction (first-order LM port)."
 
     class Params(MethodParams):

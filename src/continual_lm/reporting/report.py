@@ -84,14 +84,18 @@ def summary_row(run: str, record: RunRecord) -> dict:
     acc = record.acc_matrix
     return {"run": run, "method": record.method, "op": record.op, "bwt": record.bwt, "fwt": record.fwt,
             "la": learning_accuracy(acc), "f": forgetting(acc), "ap": average_performance(acc),
-            "seconds": record.seconds}
+            "seconds": record.seconds, "op_ci95": record.op_ci95}
 
 
 def comparison_table(rows: list[dict]) -> str:
-    """rows: summary_row(...) per run -> a markdown table."""
-    return markdown_table(["run", "experiment", "method", "OP", "BWT", "FWT", "LA", "F", "AP", "seconds"],
-                          [[r["run"], r.get("experiment", ""), r["method"], *(_fmt(r[k]) for k in METRIC_KEYS),
-                            f"{r['seconds']:.0f}"] for r in rows])
+    """rows: summary_row(...) per run -> a markdown table, with OP's 95% interval (test-set sampling) where the run
+    recorded one."""
+    def interval(r: dict) -> str:
+        ci = r.get("op_ci95")
+        return f"{ci[0]:.1f}–{ci[1]:.1f}" if ci else "–"
+    return markdown_table(["run", "experiment", "method", "OP", "OP 95% CI", "BWT", "FWT", "LA", "F", "AP", "seconds"],
+                          [[r["run"], r.get("experiment", ""), r["method"], _fmt(r["op"]), interval(r),
+                            *(_fmt(r[k]) for k in METRIC_KEYS[1:]), f"{r['seconds']:.0f}"] for r in rows])
 
 
 def pyplot():
