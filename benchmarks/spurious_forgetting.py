@@ -7,7 +7,7 @@
    Freeze + early stop, Replay (the paper's code: a 20% memory, half a batch of memory examples in every batch, the
    default experiment's setting) and Recurrent-KIF; Task 0 / Task 1 (mean ± std over seeds) and the Task-0 curve.
 2. On one `seq` run with checkpoints during Task 1: recovery from each checkpoint, weight-update angles, loss
-   landscape, Fisher vs angle; plots copied to benchmarks/results/spurious_*.png.
+   landscape, Fisher vs angle; plots copied to spurious_*.png beside --out (a --quick run's names end in _quick).
 
     python benchmarks/spurious_forgetting.py [--quick] [--out FILE] [--threads 2] [--runs DIR]
 
@@ -39,7 +39,17 @@ PAPER_TASK0 = {"seq": 11.2, "ewc": "<= 13.5", "lamol": 18.9, "task_vector": 30.8
                "replay": "76.9-80.6"}
 
 
-def analysis_run(work: Path, grid: int) -> dict:
+def output_paths(out: Path, quick: bool) -> dict[str, Path]:
+    """Every file the script writes: the JSON at ``out``, the rest beside it; a quick run's names end in _quick, so
+    that it never overwrites the full results."""
+    tag = "_quick" if quick else ""
+    paths = {"json": out, "sweeps": out.with_name(f"spurious_sweeps{tag}.json"),
+             "table": out.with_name(f"spurious_forgetting_table{tag}.json")}
+    return paths | {name: out.with_name(f"spurious_{name}{tag}.png")
+                    for name in ("recovery", "angles", "landscape", "fisher_vs_angle")}
+
+
+def analysis_run(work: Path, grid: int, paths: dict[str, Path]) -> dict:
     cfg = load_config(default_config_path(), ["checkpoint_steps=[0, 5, 10, 20, 50, 150]", "method.name=seq"])
     folder = work / "seq-checkpoints"
     if not (folder / "metrics.json").exists():
@@ -47,7 +57,7 @@ def analysis_run(work: Path, grid: int) -> dict:
     results = analyze(folder, ["recovery", "angles", "landscape", "fisher"], split=20, grid=grid, n_examples=96,
                       recovery=RecoverySettings(steps=20, n_examples=60, batch_size=16))
     for name in ("recovery", "angles", "landscape", "fisher_vs_angle"):
-        shutil.copy(folder / "analysis" / f"{name}.png", RESULTS / f"spurious_{name}.png")
+        shutil.copy(folder / "analysis" / f"{name}.png", paths[name])
     angles = {pair: round(sum(r["mean_angle"] for r in rows) / len(rows), 2)
               for pair, rows in results["angles"]["pairs"].items()}
     return {"recovery": results["recovery"], "mean_angle_per_pair": angles, "angles": results["angles"],
@@ -63,24 +73,23 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     cfg = load_config(default_config_path())
     work = args.runs or Path(tempfile.mkdtemp(prefix="clm-spurious-"))
-    suffix = "_quick" if args.quick else ""
+    paths = output_paths(args.out, args.quick)
     if args.quick:
         chosen = {"freeze": "freeze"}
         methods, seeds = ["seq", "freeze", "replay"], [0]
     else:
-        sweep = run_grid(grid_from_config(cfg, ["seq", *sum(SWEEPS.values(), [])], [0]), RESULTS / "spurious_sweeps.json",
+        sweep = run_grid(grid_from_config(cfg, ["seq", *sum(SWEEPS.values(), [])], [0]), paths["sweeps"],
                          runs=work / "sweeps", resume=True)
         chosen = {m: choose_by_task1(sweep["tasks"], entries) for m, entries in SWEEPS.items()}
         freeze_es = chosen["freeze"][:-1] + "," + EARLY_STOP + ")"
         methods, seeds = [*FIXED, *chosen.values(), freeze_es], [0, 1, 2]
-    table = run_grid(grid_from_config(cfg, methods, seeds), RESULTS / f"spurious_forgetting_table{suffix}.json",
-                     runs=work / "table", resume=True)
-    write_results(args.out if not args.quick else RESULTS / "spurious_forgetting_quick.json", {
+    table = run_grid(grid_from_config(cfg, methods, seeds), paths["table"], runs=work / "table", resume=True)
+    write_results(paths["json"], {
         "setting": {"seeds": seeds, "methods": methods, "chosen_by_sweep": chosen,
                     "sweep_rule": "max Task 0 final with Task 1 final >= 0.9 x seq's; else max mean of both",
                     "recovery": "20 steps on 60 Task-0 training QA pairs (lr as training), from seq checkpoints"},
         "table": table["tasks"], "paper_task0_accuracy": PAPER_TASK0,
-        "analysis": analysis_run(work, grid=9 if args.quick else 15),
+        "analysis": analysis_run(work, 9 if args.quick else 15, paths),
     })
     return 0
 

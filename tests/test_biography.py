@@ -6,6 +6,7 @@ import pytest
 from continual_lm.config import parse_config
 from continual_lm.data.biography import ATTRIBUTES, QUESTIONS, TEMPLATES, build_world, parse_settings
 from continual_lm.errors import ConfigError
+from continual_lm.experiments.grid import folder_safe
 from continual_lm.experiments.spurious import DEFAULT_METHODS, run_default_experiment
 from continual_lm.models.tokenizer import build_word_tokenizer, words
 
@@ -103,8 +104,10 @@ def test_default_experiment_tiny_end_to_end(tmp_path, monkeypatch):
     lines = []
     summary = run_default_experiment(tmp_path / "out", parse_config(TINY_BIO), echo=lines.append)
     assert list(summary["methods"]) == list(summary["tasks"]) == DEFAULT_METHODS
+    assert "recurrent_kif:reference_code" in DEFAULT_METHODS  # issue 29 (17): the authors' code beside the paper's
+    assert any(line.startswith("recurrent_kif (the paper's text) keeps only the top 20%") for line in lines)
     for name in DEFAULT_METHODS:
-        metrics = json.loads((tmp_path / "out" / name / "metrics.json").read_text())
+        metrics = json.loads((tmp_path / "out" / folder_safe(name) / "metrics.json").read_text())
         assert len(metrics["acc_matrix"]) == 2 and len(metrics["acc_matrix"][0]) == 2
         row = summary["tasks"][name]
         assert row["task0_final"]["mean"] == round(metrics["acc_matrix"][1][0], 2)
@@ -114,7 +117,8 @@ def test_default_experiment_tiny_end_to_end(tmp_path, monkeypatch):
     assert all(f"| {m} |" in table for m in DEFAULT_METHODS)
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["tasks"].keys() == set(DEFAULT_METHODS)
     # Pre-training happened once; every later run found the cached checkpoint.
-    records = [json.loads(l) for m in DEFAULT_METHODS for l in (tmp_path / "out" / m / "log.jsonl").read_text().splitlines()]
+    records = [json.loads(l) for m in DEFAULT_METHODS
+               for l in (tmp_path / "out" / folder_safe(m) / "log.jsonl").read_text().splitlines()]
     cached = [r for r in records if r["event"] == "pretrain"]
     assert len(cached) == len(DEFAULT_METHODS)
     assert "saved" in cached[0] and all("cached" in c for c in cached[1:])

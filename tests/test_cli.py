@@ -136,6 +136,13 @@ def test_compare_paired_refuses_two_runs_of_one_cell_and_says_when_nothing_pairs
     assert "are both a on the same task order and seed; compare one of them" in capsys.readouterr().err
     assert main(["compare", a, b, "--paired", "a"]) == 0
     assert "nothing to pair" in capsys.readouterr().out
+    # issue 29 (14): runs of different experiments (other tasks) are not pooled into one row; orders of one task set
+    # are (a grid's orders 1-3)
+    other, reordered = fake_run("c", "b", 0, ("x", "z")), fake_run("d", "b", 2, ("y", "x"))
+    assert main(["compare", a, b, other, "--paired", "a"]) == 2
+    err = capsys.readouterr().err
+    assert "the runs are of different task sets (['x', 'y'] and ['x', 'z']); compare each experiment's runs" in err
+    assert main(["compare", a, b, reordered, "--by-method"]) == 0
 
 
 def test_compare_names_a_variant_as_the_grid_does(tmp_path, capsys):
@@ -179,3 +186,15 @@ def test_a_run_written_to_a_file_is_plain_lines(cl_root, tmp_path):
     assert sum(line.startswith("after agnews:") for line in lines) == 1
     assert sum(line.startswith("after amazon:") for line in lines) == 1
     assert "[1] agnews: step 12/12, loss" in text and "[2] amazon: step 6/12, loss" in text
+
+
+def test_only_rank_zero_prints_the_report(cl_root, tmp_path, capsys, monkeypatch):
+    """Issue 29 (20): under torchrun every rank printed the final report and the run folder line."""
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config(cl_root, max_steps=1)))
+    monkeypatch.setenv("RANK", "1")
+    assert main(["run", "--config", str(cfg_path), "--out", str(tmp_path / "r1")]) == 0
+    assert "run folder:" not in capsys.readouterr().out
+    monkeypatch.setenv("RANK", "0")
+    assert main(["run", "--config", str(cfg_path), "--out", str(tmp_path / "r0")]) == 0
+    assert "run folder:" in capsys.readouterr().out

@@ -148,6 +148,8 @@ def test_resume_refuses_finished_pointless_or_invalid_folders_and_run_refuses_un
     (empty / "log.jsonl").write_text("")
     with pytest.raises(ConfigError, match="no resume point to continue from"):
         resume_experiment(empty)
+    (empty / "resume").mkdir()
+    (empty / "resume" / "state.json").write_text("{}")  # with a resume point, the advice is --resume
     with pytest.raises(ConfigError, match="holds an unfinished run; continue it with `continual-lm run --resume"):
         run_experiment(parse_config(raw), empty)
     (empty / "config.yaml").write_text(yaml.safe_dump({**raw, "trainin": {}}))
@@ -219,3 +221,35 @@ def test_a_resume_point_written_before_intervals_were_kept_still_resumes(cl_root
     again, _ = resume_experiment(folder)
     assert again.acc_matrix == done.acc_matrix
     assert again.intervals[0] == [None, None] and again.intervals[1] == done.intervals[1]
+
+
+def test_a_run_that_stopped_before_its_first_resume_point_starts_again_with_the_same_command(cl_root, tmp_path, caplog):
+    """Issue 29 (1): the folder said "continue it with --resume", and --resume said "no resume point"."""
+    raw = resumable_config(cl_root, "seq", max_steps=2)
+    started = tmp_path / "started"
+    started.mkdir()
+    (started / "config.yaml").write_text(yaml.safe_dump(raw))
+    (started / "log.jsonl").write_text('{"event": "error"}\n')
+    (started / "notes.txt").write_text("mine")  # not the run's: kept
+    with pytest.raises(ConfigError, match="no resume point to continue from .*run the same command without --resume"):
+        resume_experiment(started)
+    with caplog.at_level("WARNING"):
+        record, folder = run_experiment(parse_config(raw), started)
+    assert "held a run that stopped before its first resume point; starting it again" in caplog.text
+    assert (folder / "metrics.json").exists() and (folder / "notes.txt").read_text() == "mine"
+    assert '"event": "error"' not in (folder / "log.jsonl").read_text()
+
+
+def test_config_yaml_records_absolute_paths_and_the_methods_parameters(cl_root, tmp_path, monkeypatch):
+    """Issue 29 (3): a relative data.data_dir made --resume fail from another directory; config.yaml said
+    method_params: {} where metrics.json had the resolved parameters."""
+    monkeypatch.chdir(cl_root.parent)
+    raw = resumable_config(cl_root, "o_lora", max_steps=2)
+    raw["data"]["data_dir"] = cl_root.name  # relative to the working directory
+    _, folder = run_experiment(parse_config(raw), tmp_path / "run")
+    recorded = yaml.safe_load((folder / "config.yaml").read_text())
+    assert recorded["data"]["data_dir"] == str(cl_root.resolve())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert recorded["method"]["params"] == metrics["method_params"] and metrics["method_params"]["penalty"] == "l1"
+    from continual_lm.experiments.grid import same_config
+    assert same_config(folder, parse_config(raw))  # a grid still adopts it

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +29,9 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
     # peft asks transformers a deprecated question on every model it wraps; nothing for a user to act on
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+    # DDP is built with find_unused_parameters=True because some methods freeze parameters mid-run; on a stage where
+    # none is unused every rank says so, which is expected here
+    warnings.filterwarnings("ignore", message=".*find_unused_parameters=True was specified.*")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -38,8 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.resume:
         record, folder = resume_experiment(args.resume)
-        print(run_report(record))
-        print(f"run folder: {folder}")
+        report(run_report(record), f"run folder: {folder}")
         return 0
 
     from .experiments.benchmark import method_entries
@@ -57,9 +60,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(comparison_table(summary["runs"]))
         return 0
     record, folder = run_experiment(cfg, args.out)
-    print(run_report(record))
-    print(f"run folder: {folder}")
+    report(run_report(record), f"run folder: {folder}")
     return 0
+
+
+def report(*lines: str) -> None:
+    """Print a run's report once: under torchrun only rank 0 speaks (every rank holds the same numbers)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print("\n".join(lines))
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
@@ -148,7 +156,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         record = RunRecord.read(d)
         # two variants of a method are two methods here, named as a grid names them
         method = method_label(record.method, run_method_params(d, record))
-        rows.append({**summary_row(d.name, record), "method": method, "experiment": record.name})
+        rows.append({**summary_row(d.name, record), "method": method, "experiment": record.name,
+                     "task_set": tuple(sorted(record.tasks))})
         if args.paired:  # runs pair up when they saw the same task sequence with the same seed
             rows[-1].update(sequence=tuple(record.tasks), seed=run_seed(d))
             key = (method, rows[-1]["sequence"], rows[-1]["seed"])
@@ -156,6 +165,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 raise ConfigError(f"--paired: {cells[key]} and {d} are both {method} on the same task order "
                                   "and seed; compare one of them")
             cells[key] = d
+    if args.by_method or args.paired:  # pooling runs of other tasks into one row would mean nothing
+        task_sets = list(dict.fromkeys(r["task_set"] for r in rows))
+        if len(task_sets) > 1:
+            raise ConfigError(f"compare: the runs are of different task sets ({list(task_sets[0])} and "
+                              f"{list(task_sets[1])}); compare each experiment's runs apart")
     print(method_table(aggregate_by_method(rows)) if args.by_method or args.paired else comparison_table(rows))
     if args.paired:
         if not any(r["method"] == args.paired for r in rows):

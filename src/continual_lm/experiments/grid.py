@@ -37,7 +37,7 @@ from ..methods import split_method_spec
 from ..reporting.report import (PAIRED_KEYS, aggregate_by_method, markdown_table, method_table, paired_differences,
                                 paired_table, plot_curves, plot_methods, summary_row)
 from ..reporting.run_folder import RESUME, RunRecord, atomic_write_text, is_unfinished, read_config, write_json
-from .runner import configured_method, run_experiment
+from .runner import absolute_paths, configured_method, run_experiment
 
 # Not part of a grid's pooled setting: the axes, the run name, the threads, where the data lives on this machine, and
 # the methods' parameters — those belong to a method's label: each row records its method's, and runs pool only where
@@ -377,8 +377,15 @@ def same_config(folder: Path, cfg: ExperimentConfig) -> bool:
         return False
 
     def effective(c: ExperimentConfig) -> tuple[dict, dict]:
-        return c.model_dump(mode="json", exclude={"name", "method_params"}), c.resolved_method_params()
-    if effective(theirs) != effective(cfg):
+        # paths compared resolved (a run records them absolute), parameters with their defaults (a run records them
+        # so, and older runs only the ones set)
+        dumped = absolute_paths(c).model_dump(mode="json", exclude={"name": True, "method_params": True,
+                                                                    "method": {"params"}})
+        return dumped, configured_method(c).params.model_dump(mode="json")
+    try:
+        if effective(theirs) != effective(cfg):
+            return False
+    except ContinualLMError:  # parameters an older run had that today's method refuses
         return False
     # A finished run also says which parameters its method ran with, defaults included: a default changed since.
     used = RunRecord.read(folder).method_params if (folder / "metrics.json").exists() else None

@@ -46,13 +46,14 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
     point = None
     if resume:
         if not store.exists():
-            raise ConfigError(f"{folder.path}: no resume point to continue from (it was interrupted before its first)")
+            raise ConfigError(f"{folder.path}: no resume point to continue from (it stopped before its first); run the "
+                              f"same command without --resume to start it again in this folder")
         point = store.load(accelerator.device)
         folder.truncate_log(point[0]["log_offset"])
         folder.log({"event": "resumed", "stage_index": point[0]["stage_index"],
                     "step": (point[0]["position"] or {}).get("step", 0)})
-    else:
-        folder.write_text("config.yaml", dump_config(cfg))
+    else:  # fully resolved: absolute paths (a resume from anywhere reads the same data), the method's parameters
+        folder.write_text("config.yaml", dump_config(recorded_config(cfg)))
     log = folder.log
     if cfg.training.report_to:
         accelerator.init_trackers(cfg.name, config=tracker_config(cfg))
@@ -94,6 +95,25 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
     if not cfg.training.keep_resume and accelerator.is_main_process:
         store.clear()
     return record, folder.path
+
+
+def recorded_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` as a run folder records it: local paths made absolute, and ``method.params`` the method's parameters
+    with their defaults (as metrics.json has them)."""
+    method = configured_method(cfg)
+    params = {k: v for k, v in method.params.model_dump(mode="json").items()}
+    return absolute_paths(cfg).model_copy(update={"method": cfg.method.model_copy(update={"params": params})})
+
+
+def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``data.data_dir``, a local ``model.path`` and ``model.gguf_file`` as absolute paths (hub ids and named models
+    stay as they are)."""
+    def local(path: str | None) -> str | None:
+        return str(Path(path).expanduser().resolve()) if path and Path(path).expanduser().exists() else path
+    data_dir = str(Path(cfg.data.data_dir).expanduser().resolve()) if cfg.data.data_dir else None
+    return cfg.model_copy(update={
+        "data": cfg.data.model_copy(update={"data_dir": data_dir}),
+        "model": cfg.model.model_copy(update={"path": local(cfg.model.path), "gguf_file": local(cfg.model.gguf_file)})})
 
 
 def tracker_config(cfg: ExperimentConfig) -> dict:

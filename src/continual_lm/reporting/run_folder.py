@@ -6,6 +6,7 @@ again, so a crash in a later run cannot corrupt it."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -15,6 +16,8 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 PREDICTIONS = "predictions"
@@ -155,6 +158,19 @@ def is_unfinished(folder: Path) -> bool:
 RESUME = "resume"
 
 
+def has_resume_point(folder: Path) -> bool:
+    return (Path(folder) / RESUME / "state.json").exists()
+
+
+def clear_run_files(folder: Path) -> None:
+    """Remove what an unfinished run wrote into ``folder`` (nothing else that may be there)."""
+    import shutil
+    for name in ("config.yaml", "log.jsonl", "report.md", "acc_matrix.png"):
+        (folder / name).unlink(missing_ok=True)
+    for name in (CHECKPOINTS, PREDICTIONS, RESUME, "trackers"):
+        shutil.rmtree(folder / name, ignore_errors=True)
+
+
 class RunFolder:
     """The writer of a run's folder (only the main process writes: ``enabled`` is False on the others)."""
 
@@ -166,8 +182,12 @@ class RunFolder:
         if (self.path / "metrics.json").exists():
             raise ConfigError(f"--out {self.path}: holds a finished run (metrics.json); choose another folder")
         if not resume and is_unfinished(self.path):
-            raise ConfigError(f"--out {self.path}: holds an unfinished run; continue it with `continual-lm run "
-                              f"--resume {self.path}`, or choose another folder")
+            if has_resume_point(self.path):
+                raise ConfigError(f"--out {self.path}: holds an unfinished run; continue it with `continual-lm run "
+                                  f"--resume {self.path}`, or choose another folder")
+            # it stopped before its first resume point: nothing in it can be continued, so it starts again here
+            log.warning("--out %s: held a run that stopped before its first resume point; starting it again", self.path)
+            clear_run_files(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
         self._log = open(self.path / "log.jsonl", "a", encoding="utf-8")
 

@@ -42,7 +42,7 @@ def pack(obj: Any, tensors: dict[str, torch.Tensor], path: str = "s") -> Any:
         return {"__tensor__": path}
     if isinstance(obj, Example):
         return {"__example__": [obj.prompt, obj.target, obj.task, list(obj.options) if obj.options else None,
-                                list(obj.answers)]}
+                                list(obj.answers), list(obj.passage) if obj.passage else None]}
     if isinstance(obj, dict):
         if all(isinstance(k, str) for k in obj):
             return {"__dict__": {k: pack(v, tensors, f"{path}.{k}") for k, v in obj.items()}}
@@ -64,8 +64,9 @@ def unpack(obj: Any, tensors: dict[str, torch.Tensor], device: torch.device | st
     if "__tensor__" in obj:
         return tensors[obj["__tensor__"]].to(device)
     if "__example__" in obj:
-        prompt, target, task, options, answers = obj["__example__"]
-        return Example(prompt, target, task, tuple(options) if options else None, tuple(answers))
+        prompt, target, task, options, answers, *passage = obj["__example__"]  # points written before passages: 5
+        return Example(prompt, target, task, tuple(options) if options else None, tuple(answers),
+                       tuple(passage[0]) if passage and passage[0] else None)
     if "__tuple__" in obj:
         return tuple(unpack(v, tensors, device) for v in obj["__tuple__"])
     if "__items__" in obj:

@@ -1,0 +1,44 @@
+"""Where each benchmark script writes (issue 29, 21): --out FILE is where the JSON goes, every other file goes beside
+it, and --quick never touches the full results. Argument handling only: no script's work runs here."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+RESULTS = BENCHMARKS / "results"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name,stem", [("step_speed", "step_speed"), ("method_cost", "method_cost"),
+                                       ("rkif_overhead", "rkif_overhead"), ("resume_overhead", "resume_overhead"),
+                                       ("spurious_forgetting", "spurious_forgetting"), ("demo_speed", "demo_speed"),
+                                       ("multiprocess", "multiprocess")])
+def test_measurement_scripts_write_their_json_where_told_and_quick_apart(name, stem, monkeypatch, tmp_path):
+    from continual_lm.experiments import benchmark
+    parsers = []
+    real = benchmark.script_parser
+    monkeypatch.setattr(benchmark, "script_parser", lambda *a: parsers.append(real(*a)) or parsers[-1])
+    module = load(name)
+    if not parsers:  # the parser is built in main(): build it as main() does
+        getattr(module, "script_parser")(module.__doc__, RESULTS, f"{stem}.json")
+    parser = parsers[-1]
+    assert parser.parse_args([]).out == RESULTS / f"{stem}.json"
+    assert parser.parse_args(["--quick"]).out == RESULTS / f"{stem}_quick.json"
+    assert parser.parse_args(["--quick", "--out", str(tmp_path / "x.json")]).out == tmp_path / "x.json"
+
+
+def test_spurious_forgetting_writes_every_file_beside_out():
+    module = load("spurious_forgetting")
+    full = module.output_paths(RESULTS / "spurious_forgetting.json", quick=False)
+    quick = module.output_paths(RESULTS / "spurious_forgetting_quick.json", quick=True)
+    assert full["angles"] == RESULTS / "spurious_angles.png" and full["table"] == RESULTS / "spurious_forgetting_table.json"
+    assert not set(full.values()) & set(quick.values())  # a quick run never overwrites the full results
+    elsewhere = module.output_paths(Path("/tmp/x/out.json"), quick=False)
+    assert {p.parent for p in elsewhere.values()} == {Path("/tmp/x")}
