@@ -123,3 +123,25 @@ def test_analyze_answers_needs_no_checkpoints_and_no_model(cl_root, tmp_path, mo
     assert final["agnews"]["other_task_label"] + final["agnews"]["own_label"] > 0  # it is wrong somewhere
     assert "answers   old tasks after amazon: correct" in capsys.readouterr().out
     assert (folder / "analysis" / "answers.png").stat().st_size > 0
+
+
+def test_analyze_answers_says_why_it_sorted_nothing(tmp_path, capsys):
+    """Issue 29 (15): on a TRACE-like run (open answers) the console said only "answers written"."""
+    import yaml
+    from continual_lm.cli import main
+    for name in ("qa1", "qa2"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        rows = [{"prompt": f"{name} question {i}\nAnswer:", "answer": f"a{i % 2}"} for i in range(6)]
+        for split in ("train", "test"):
+            (tmp_path / "data" / name / f"{split}.json").write_text(json.dumps(rows))
+    config = {"name": "open", "seed": 0,
+              "model": {"kind": "causal", "tiny": {"arch": "gpt", "layers": 1, "width": 16, "heads": 2},
+                        "max_length": 32, "max_new_tokens": 3},
+              "data": {"benchmark": "custom", "data_dir": str(tmp_path / "data"), "tasks": ["qa1", "qa2"]},
+              "training": {"max_steps": 1, "batch_size": 2}, "method": {"name": "seq"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    assert main(["run", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["analyze", str(tmp_path / "run"), "--what", "answers"]) == 0
+    out = capsys.readouterr().out
+    assert "answers   nothing sorted: its old tasks ['qa1'] have no labels (open answers)" in out

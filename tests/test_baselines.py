@@ -13,6 +13,7 @@ from continual_lm.errors import ConfigError
 from continual_lm.experiments.runner import run_experiment
 from continual_lm.experiments.setup import build_tasks, prepare_backbone
 from continual_lm.methods import create_method
+from continual_lm.methods.base import PROMPT_LR
 from continual_lm.methods.ewc import ewc_penalty
 from continual_lm.methods.migu import code_unit_masks, unit_masks
 from continual_lm.methods.o_lora import orthogonality_loss
@@ -423,3 +424,14 @@ def test_vr_mcl_meta_gradient_by_hand():
     g = vr._meta_gradient(ctx, {"weight": T([[1.0, 1.0]])})
     # θ' = (1 − 0.1·2, 1) = (0.8, 1); on cur ∪ mem (mean of 2): ∇ = ((2·0.8)/2, (2·(1 − 3))/2) = (0.8, −2)
     assert torch.allclose(g["weight"], T([[0.8, -2.0]]))
+
+
+def test_every_method_takes_its_own_learning_rate():
+    """Issue 28 (5): MIGU's authors run LoRA at 1e-4 where our configs use 1e-3; any method's paper rate must be
+    expressible per method."""
+    from continual_lm.methods import METHODS
+    for name in METHODS:
+        assert create_method(name).learning_rate(1e-3) == (1e-3 if name not in ("l2p", "lfpt5") else PROMPT_LR)
+        assert create_method(name, {"lr": 1e-4}).learning_rate(1e-3) == 1e-4
+    with pytest.raises(ConfigError, match=r"method.params.lr: -1: Input should be greater than 0"):
+        create_method("migu", {"lr": -1})

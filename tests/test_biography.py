@@ -123,6 +123,10 @@ def test_default_experiment_tiny_end_to_end(tmp_path, monkeypatch):
     assert len(cached) == len(DEFAULT_METHODS)
     assert "saved" in cached[0] and all("cached" in c for c in cached[1:])
     assert len(list((tmp_path / "cache").iterdir())) == 1
+    # issue 29 (2): interrupted after some methods finished, the same command goes on (here: nothing left to run)
+    (tmp_path / "out" / "summary.json").unlink()
+    again = run_default_experiment(tmp_path / "out", parse_config(TINY_BIO), echo=lines.append)
+    assert again["tasks"] == summary["tasks"]
 
 
 # ---------------------------------------------------------------- the demo's pre-training (issue 18)

@@ -205,6 +205,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             old = result["final_old"]
             print(f"answers   old tasks after {old['stage']}: " + ", ".join(
                 f"{kind.replace('_', ' ')} {old[kind]:.1f}%" for kind in ANSWER_KINDS))
+        elif name == "answers":  # say why there is nothing to show
+            print(f"answers   nothing sorted: {result['no_old_tasks']}")
         else:
             print(f"{name:9} written")
     print(f"results in {Path(args.run) / 'analysis'}")
@@ -270,8 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     except ContinualLMError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # outside a run's training (loading, evaluation): nothing to resume from there
-        print("error: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # outside a run's training (loading, pre-training, evaluation): no point written there
+        print("error: interrupted before a resume point was written; run the same command again to start it over "
+              "(the default experiment keeps the methods that finished)", file=sys.stderr)
         return 130
 
 

@@ -99,8 +99,12 @@ def run_answer_alignment(folder: str | Path, labels: dict[str, tuple[str, ...] |
         result["final_old"] = {"stage": last, "tasks": old,
                                **{kind: fmean(stages[last][t][kind] for t in old) for kind in ANSWER_KINDS}}
     else:
-        result["no_old_tasks"] = ("one stage: no old tasks" if not last
-                                  else "no predictions of its old tasks after its last stage")
+        unlabelled_old = [t for t in record.tasks[:-1] if not labels[t]]
+        result["no_old_tasks"] = (
+            "one stage: no old tasks" if not last
+            else f"its old tasks {unlabelled_old} have no labels (open answers): only labelled tasks are sorted"
+            if unlabelled_old and not [t for t in labelled if t != record.tasks[-1]]
+            else "no predictions of its old tasks after its last stage")
     return result
 
 

@@ -29,8 +29,9 @@ def run_default_experiment(out_dir: str | Path | None = None, config: Experiment
     out = Path(out_dir or default_run_dir(cfg.name))
     if (out / "summary.json").exists():
         raise ConfigError(f"--out {out}: holds a finished experiment (summary.json); choose another folder")
-    summary = run_grid(grid_from_config(cfg, methods or DEFAULT_METHODS), out / "summary.json", runs=out, echo=echo,
-                       folder_per_method=True)
+    # resume: the same command run again after an interruption keeps the methods that finished and continues the rest
+    summary = run_grid(grid_from_config(cfg, methods or DEFAULT_METHODS), out / "summary.json", runs=out, resume=True,
+                       echo=echo, folder_per_method=True)
     echo(task_table(summary["tasks"]))
     note = variant_note(summary["runs"])
     if note:

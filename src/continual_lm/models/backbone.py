@@ -210,8 +210,7 @@ class CausalLMBackbone(Backbone):
         return self.forward_model(**kwargs).logits[keep], targets
 
     def loss(self, examples: list[Example]) -> torch.Tensor:
-        logits, targets = self._answer_logits(examples)
-        return F.cross_entropy(logits.float(), targets)
+        return self.loss_and_logits(examples)[0]
 
     def output_logits(self, examples: list[Example], labels: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.loss_and_logits(examples)[1:]
