@@ -107,7 +107,8 @@ def test_grid_runs_resumes_and_refuses_unlisted_finished_folders(cl_root, tmp_pa
     # A run records its method's parameters with their defaults: one made under another default is not this cell's.
     metrics = tmp_path / "runs5" / "seed0-ewc" / "metrics.json"
     made = json.loads(metrics.read_text())
-    assert made["method_params"] == {"lambda_ewc": 5.0, "gamma": 1.0, "fisher_batches": 16, "fisher_norm": "none"}
+    assert made["method_params"] == {"lr": None, "lambda_ewc": 5.0, "gamma": 1.0, "fisher_batches": 16,
+                                     "fisher_norm": "none"}
     run_grid(Grid(tuned, "toy.yaml", ["ewc"], [0]), tmp_path / "ewc3.json", tmp_path / "runs5", resume=True,
              echo=lambda line: None)
     metrics.write_text(json.dumps({**made, "method_params": {**made["method_params"], "lambda_ewc": 6.0}}))

@@ -383,7 +383,8 @@ def test_paper_preset_holds_the_papers_hyper_parameters(cl_root, tmp_path):
         ("reference_code", 8, 4, 8, 0.85, 0.2, 0.02)
     # The same file runs end to end with a tiny T5 on the toy tasks.
     tiny = load_config(preset, ["model.path=null", "model.tiny={arch: t5, layers: 1, width: 32, heads: 2}",
-                                "data.benchmark=custom", f"data.data_dir={cl_root}", "data.tasks=[agnews, amazon]",
+                                "data.benchmark=custom", "data.order=null", f"data.data_dir={cl_root}",
+                                "data.tasks=[agnews, amazon]",
                                 "data.n_train=null", "training.epochs=0.34", "method.params.q=2",
                                 "model.max_length=64", "model.max_new_tokens=4", "method.params.outer_batch_size=2"])
     result, _ = run_experiment(tiny, tmp_path / "run")

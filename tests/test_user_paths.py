@@ -9,7 +9,7 @@ from conftest import tiny_config, toy_records, write_cl_task
 from continual_lm.config import ModelSettings, load_config, parse_config
 from continual_lm.data.loaders import load_cl_benchmark_task
 from continual_lm.errors import ConfigError, DataError
-from continual_lm.models.backbone import load_pretrained
+from continual_lm.models.loading import load_pretrained
 
 
 @pytest.fixture

@@ -108,7 +108,7 @@ def converted_gguf(gguf: Path, target: Path) -> Path:
     """An ordinary Hugging Face folder holding the model of ``gguf`` (dequantised, float32), made on first use.
 
     transformers loads a GGUF file but marks the model as quantized, and ``save_pretrained`` refuses it; a model built
-    from the same config with the loaded state dict saves as an ordinary folder (tests/test_named_models.py checks
+    from the same config with the loaded state dict saves as an ordinary folder (tests/test_generative.py checks
     that it gives the same logits). Written to a temporary folder and renamed: never a half-written cache."""
     if (target / "config.json").exists():
         return target
