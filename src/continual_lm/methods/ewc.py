@@ -7,7 +7,11 @@ During later tasks the loss gets the penalty  λ/2 · Σ F ⊙ (θ − θ*)²,  
 The Fisher's scale depends on the backbone, the loss and the number of trainable parameters, so a λ tuned on one
 model means little on another (the spurious-forgetting paper uses λ in 1e6–1e7 on its own model). ``fisher_norm:
 mean`` divides each task's Fisher by its mean over all parameters before accumulating it: λ is then the penalty's
-weight on a parameter of average importance, comparable across backbones. Default ``none`` (the paper's form)."""
+weight on a parameter of average importance, comparable across backbones. Default ``none`` (the paper's form).
+
+Cost: the Fisher takes ``fisher_batches`` (16) forward-backward passes at each task's end, one batch each — 13% of a
+125-step stage (Standard CL, 1000 examples), 80% of benchmarks/method_cost.py's 20-step stages — and the penalty a
+pass over the LoRA weights per step."""
 from __future__ import annotations
 
 from typing import Literal
@@ -28,6 +32,8 @@ def ewc_penalty(params: dict[str, torch.Tensor], fisher: dict[str, torch.Tensor]
 @register
 class EWC(Method):
     name = "ewc"
+    extra_work = ("the Fisher of each finished task: fisher_batches (16) forward-backward passes at the task's end, "
+                  "heavy against short stages")
     description = "EWC (Kirkpatrick et al., 2017): online diagonal-Fisher penalty λ/2 Σ F (θ − θ*)²."
 
     class Params(MethodParams):

@@ -21,6 +21,8 @@ from .base import Count, Method, MethodParams, Real, register
 @register
 class LAMOL(Method):
     name = "lamol"
+    extra_work = ('the generation task: a second forward-backward per batch on generation examples (the whole '
+                  'example as the target), and sampling pseudo-examples before each task')
     description = "LAMOL (Sun et al., 2020): the LM generates pseudo-examples of old tasks to rehearse them."
 
     class Params(MethodParams):

@@ -67,6 +67,9 @@ def generative_only(ctx, name: str) -> None:
 @register
 class LFPT5(Method):
     name = "lfpt5"
+    extra_work = ('the generation task: a second forward-backward per batch on generation examples (the whole '
+                  "example as the target), the old prompt's forward for the distillation, and sampling pseudo-"
+                  'examples before each task')
     description = "LFPT5 (Qin & Joty, 2022): prompt tuning that generates and distils pseudo-examples of old tasks."
 
     class Params(MethodParams):

@@ -82,6 +82,9 @@ class ALSM(nn.Module):
 @register
 class SAPT(Method):
     name = "sapt"
+    extra_work = ('the generation task: a second forward-backward per batch on generation examples (the whole '
+                  "example as the target), sampling pseudo-examples before each task, and the reflection's query on"
+                  ' a pseudo-example batch')
     description = "SAPT (Zhao et al., 2024): per-task LoRA blocks mixed by a shared attention over tasks, with reflection."
     needs_lora = True
 
