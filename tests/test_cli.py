@@ -198,3 +198,17 @@ def test_only_rank_zero_prints_the_report(cl_root, tmp_path, capsys, monkeypatch
     monkeypatch.setenv("RANK", "0")
     assert main(["run", "--config", str(cfg_path), "--out", str(tmp_path / "r0")]) == 0
     assert "run folder:" in capsys.readouterr().out
+
+
+def test_version_and_analyze_help(capsys):
+    """Issue 29 (19): no --version; analyze --help had no text for --recovery-steps / --recovery-examples."""
+    import pytest
+    from continual_lm import __version__
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"continual-lm {__version__}"
+    with pytest.raises(SystemExit):
+        main(["analyze", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--recovery-steps RECOVERY_STEPS recovery: fine-tuning steps on each old task" in help_text
+    assert "--recovery-examples RECOVERY_EXAMPLES recovery: training examples of the old task" in help_text

