@@ -253,3 +253,52 @@ def test_config_yaml_records_absolute_paths_and_the_methods_parameters(cl_root, 
     assert recorded["method"]["params"] == metrics["method_params"] and metrics["method_params"]["penalty"] == "l1"
     from continual_lm.experiments.grid import same_config
     assert same_config(folder, parse_config(raw))  # a grid still adopts it
+
+
+PRETRAIN = """
+import json, sys
+from continual_lm.config import parse_config
+from continual_lm.errors import Interrupted
+from continual_lm.experiments.setup import build_tasks, pretrained_checkpoint
+from continual_lm.training.loop import make_accelerator
+cfg = parse_config(json.loads(sys.argv[1]))
+tasks, world = build_tasks(cfg)
+try:
+    print(pretrained_checkpoint(cfg, world, make_accelerator(), lambda r: print(json.dumps(r), flush=True)))
+except Interrupted as e:
+    print("interrupted:", e, flush=True)
+    sys.exit(3)
+"""
+
+
+def test_interrupted_pretraining_continues_to_the_same_checkpoint(tmp_path):
+    """Issue 29 (2): Ctrl-C in pre-training threw the minutes done away; it now writes resume points beside the cache
+    entry, and the next run continues from there to the weights an uninterrupted pre-training gives."""
+    import signal
+    from safetensors.torch import load_file
+    raw = {"name": "bio", "seed": 0,
+           "model": {"kind": "causal", "tiny": {"arch": "gpt", "layers": 1, "width": 16, "heads": 2},
+                     "finetune": "full", "max_length": 96, "max_new_tokens": 6},
+           "data": {"benchmark": "biography",
+                    "biography": {"n_pretrain_persons": 12, "bios_per_person": 2, "n_new_persons": 4}},
+           "pretrain": {"epochs": 300, "batch_size": 8, "lr": 0.002, "save_every": 20}}
+    argv = [sys.executable, "-c", PRETRAIN, json.dumps(raw)]
+
+    def env(cache):
+        return {**os.environ, "CONTINUAL_LM_CACHE": str(tmp_path / cache)}
+    whole = subprocess.run(argv, env=env("whole"), capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr
+    proc = subprocess.Popen(argv, env=env("cut"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # a resume point written: interrupt
+        if '"resume_point"' in line and '"step": 40' in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3 and "interrupted: stage 'pretrain', step" in out, (out, err)
+    resumed = subprocess.run(argv, env=env("cut"), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert '"event": "resumed", "stage": "pretrain"' in resumed.stdout
+    a = load_file(str(next((tmp_path / "whole").glob("biography-*/model.safetensors"))))
+    b = load_file(str(next((tmp_path / "cut").glob("biography-*/model.safetensors"))))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not list((tmp_path / "cut").glob("*.resume"))  # the points go once the checkpoint is written

@@ -73,6 +73,9 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
                               folder.write_predictions if cfg.training.predictions != "none" else None)
     except Interrupted as e:
         folder.log({"event": "interrupted", "at": str(e)})
+        if not store.exists():  # stopped in pre-training: its point is in the cache, and the same command goes on
+            raise Interrupted(f"interrupted at {e}; pre-training continues from there when you run the same command "
+                              "again") from None
         raise Interrupted(f"interrupted at {e}; a resume point is in {store.folder}: continue with "
                           f"`continual-lm run --resume {folder.path}`") from None
     except BaseException as e:

@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from ..models.backbone import Backbone, EncoderBackbone, build_backbone
 from ..models.named import cache_root
 from ..training.loop import finetune
+from ..training.resume import ResumeStore
 
 # Bump when pre-training code changes what a cached checkpoint holds. 2: biographies trained whole (format 1 cut
 # each to its first 48 tokens), batches grouped by length.
@@ -64,13 +65,17 @@ def pretrained_checkpoint(cfg: ExperimentConfig, world: BiographyWorld, accelera
     settings = cfg.model.model_copy(update={"finetune": "full"})
     backbone = build_backbone(settings, world.vocabulary_corpus(), cfg.seed, accelerator.device)
     corpus = [Example("", bio, "pretrain") for bio in world.pretrain_corpus]
-    seconds = finetune(cfg, backbone, corpus, cfg.pretrain, log, accelerator, name="pretrain")
+    # resume points beside the cache entry: an interrupted pre-training continues where it stopped, in any run
+    store = ResumeStore(path.with_name(path.name + ".resume"))
+    seconds = finetune(cfg, backbone, corpus, cfg.pretrain, log, accelerator, name="pretrain",
+                       store=store if cfg.pretrain.save_every is not None else None)
     if accelerator.is_main_process:  # write to a temporary folder, then rename: never a half-written cache
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         backbone.model.save_pretrained(tmp)
         backbone.tokenizer.save_pretrained(tmp)
         shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)
+        store.clear()
     accelerator.wait_for_everyone()
     log({"event": "pretrain", "saved": str(path), "seconds": round(seconds, 2)})
     return path

@@ -443,13 +443,34 @@ def restore(state: dict, optimizer: dict, ctx: TrainContext, method: Method, sta
 
 def finetune(cfg: ExperimentConfig, backbone: Backbone, examples: list[Example], settings: TrainSettings,
              log: Callable[[dict], None] = lambda record: None, accelerator: Accelerator | None = None,
-             name: str = "finetune") -> float:
+             name: str = "finetune", store: ResumeStore | None = None) -> float:
     """Plain training of ``backbone`` on ``examples`` with ``settings`` (language-model pre-training, recovery), seeded
-    by ``cfg.seed`` exactly as a run's first stage; returns the training seconds."""
+    by ``cfg.seed`` exactly as a run's first stage; returns the training seconds.
+
+    ``store``: resume points every ``settings.save_every`` steps (and on SIGINT/SIGTERM, which then stop it with
+    ``Interrupted``); a point already there is continued from, to the same weights as an uninterrupted training."""
     seed_everything(cfg.seed)
     accelerator = accelerator or make_accelerator()
     backbone.forward_model = accelerator.prepare(backbone.model)
     task = Task(name, examples, [])
     ctx = TrainContext(cfg, backbone, accelerator, [task], log, random.Random(f"{cfg.seed}:method"))
     ctx.stage_index, ctx.stage_task_indices = 0, [0]
-    return train_stage(ctx, Method(), Stage(name, [0], examples), settings, cfg.seed * 1000).wall
+    position = None
+    if store is not None and store.exists():
+        state, optimizer = store.load(accelerator.device)
+        assign_(dict(backbone.model.named_parameters()), state["weights"])
+        restore_rng(state["rng"])
+        position = StagePosition(state["step"], state["consumed"], optimizer, state["scheduler"])
+        log({"event": "resumed", "stage": name, "step": state["step"]})
+
+    def save(at: StagePosition) -> None:
+        store.save({"weights": {n: p.detach() for n, p in backbone.model.named_parameters()}, "step": at.step,  # type: ignore[union-attr]
+                    "consumed": at.consumed, "scheduler": at.scheduler, "rng": rng_states()}, at.optimizer)
+        log({"event": "resume_point", "stage": name, "step": at.step})
+    handlers = _install_signal_handlers() if store is not None else None
+    try:
+        return train_stage(ctx, Method(), Stage(name, [0], examples), settings, cfg.seed * 1000,
+                           save_point=save if store is not None and accelerator.is_main_process else None,
+                           resume=position).wall
+    finally:
+        _restore_signal_handlers(handlers)
