@@ -281,7 +281,7 @@ def test_interrupted_pretraining_continues_to_the_same_checkpoint(tmp_path):
                      "finetune": "full", "max_length": 96, "max_new_tokens": 6},
            "data": {"benchmark": "biography",
                     "biography": {"n_pretrain_persons": 12, "bios_per_person": 2, "n_new_persons": 4}},
-           "pretrain": {"epochs": 300, "batch_size": 8, "lr": 0.002, "save_every": 20}}
+           "pretrain": {"epochs": 30, "batch_size": 8, "lr": 0.002, "save_every": 10}}
     argv = [sys.executable, "-c", PRETRAIN, json.dumps(raw)]
 
     def env(cache):
@@ -290,7 +290,7 @@ def test_interrupted_pretraining_continues_to_the_same_checkpoint(tmp_path):
     assert whole.returncode == 0, whole.stderr
     proc = subprocess.Popen(argv, env=env("cut"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:  # a resume point written: interrupt
-        if '"resume_point"' in line and '"step": 40' in line:
+        if '"resume_point"' in line and '"step": 30' in line:
             proc.send_signal(signal.SIGINT)
             break
     out, err = proc.communicate(timeout=120)
