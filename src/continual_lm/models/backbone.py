@@ -147,11 +147,11 @@ class Backbone(ABC):
         seqs = [self.prompt_token_ids(ex) or [self.tokenizer.pad_token_id] for ex in examples]
         return _pad(seqs, self.tokenizer.pad_token_id).to(self.device), _pad([[1] * len(s) for s in seqs], 0).to(self.device)
 
+    @abstractmethod
     def output_logits(self, examples: list[Example], labels: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """What the model puts out for ``examples``, for distillation (LwF, LFPT5): ([batch, positions, classes]
         logits, [batch, positions] mask of the positions that count). Generative backbones: the next-token logits at
         each position of the target answer (teacher-forced); encoders: the scores of ``labels``."""
-        raise NotImplementedError(f"{type(self).__name__} has no output distribution")
 
     def loss_and_logits(self, examples: list[Example], labels: list[str] | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
