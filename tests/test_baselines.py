@@ -435,3 +435,24 @@ def test_every_method_takes_its_own_learning_rate():
         assert create_method(name, {"lr": 1e-4}).learning_rate(1e-3) == 1e-4
     with pytest.raises(ConfigError, match=r"method.params.lr: -1: Input should be greater than 0"):
         create_method("migu", {"lr": -1})
+
+
+def test_vr_mcl_step_does_the_authors_four_passes():
+    """The cost of a VR-MCL step, pinned: the passes of the authors' ``observe`` (WuYichen-97/Meta-Continual-Learning-
+    Revisited-ICLR2024, models/vrmcl.py: inner_loop, inner_loop_last_step, meta_loss_compute,
+    meta_loss_compute_last_step) — batch, batch ∪ memory at θ_t, batch and batch ∪ memory at θ_{t−1}: 6 examples'
+    forward-backward per batch example where replay does 2 (the issue's 1.3 × replay cannot hold; see vr_mcl.py)."""
+    task = Task("t", [Example("1 0", "0", "t")], [])
+    backbone = ToyBackbone([1.0, 1.0])
+    vr = create_method("vr_mcl")
+    ctx = toy_ctx(backbone, task)
+    vr.setup(ctx)
+    vr.before_stage(ctx)
+    vr.memory.add_task(Task("m", [Example("0 1", "3", "m")], []))
+    sizes: list[int] = []
+    plain_loss = backbone.loss
+    backbone.loss = lambda examples: (sizes.append(len(examples)), plain_loss(examples))[1]
+    for _ in range(2):
+        vr.loss(ctx, task.train).backward()
+        vr.after_backward(ctx)
+    assert sizes == [1, 2] + [1, 2, 1, 2]  # first step: no θ_{t−1} yet; then the four passes

@@ -15,9 +15,15 @@ step), one inner step, the memory shared with ``replay`` (2% class-balanced), r 
 
 Cost: each step takes two meta-gradients — at θ_t and, for the variance reduction, at θ_{t−1} on the same batches —
 each an inner gradient on the batch and a gradient on batch ∪ memory after the inner step: four forward-backward
-passes where replay takes one (the loop's own backward serves as the first inner gradient). Measured on Standard CL
-(benchmarks/results/method_cost.json): about 4× replay in a stage with a memory. The paper's Table 9 reports 1.07×
-LoRAReplay per epoch; we found no way to compute g_t(θ_{t−1}) without its passes, and did not drop the correction."""
+passes (batch, batch ∪ memory, batch, batch ∪ memory: 6 examples per batch example) where replay takes one on
+batch ∪ memory (2), the loop's own backward serving as the first inner gradient. The authors' ``observe``
+(WuYichen-97/Meta-Continual-Learning-Revisited-ICLR2024, ``models/vrmcl.py``) does the same four passes per meta-update
+(``inner_loop``, ``inner_loop_last_step``, ``meta_loss_compute``, ``meta_loss_compute_last_step``, the second pair on
+the previous weights kept as a second network), and by default five meta-updates per incoming batch. Measured:
+2.46 × replay's training CPU seconds on Standard CL's first two tasks (``benchmarks/method_cost.py``; the first
+stage, without memory, is plain), against 3 × in examples forwarded. The Recurrent-KIF paper's Table 9 puts VR-MCL
+at 1.07–1.55 × LoRAReplay in GPU minutes per epoch (T5-large to LLaMA2-13B) with an implementation that is not
+public; we found no way to compute g_t(θ_{t−1}) without its passes, and did not drop the correction."""
 from __future__ import annotations
 
 from pydantic import Field
