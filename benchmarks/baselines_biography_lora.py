@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 
 from continual_lm.experiments.benchmark import Preset, grid_benchmark
-from continual_lm.experiments.spurious import default_config_path
 
 HERE = Path(__file__).resolve().parent
+CONFIG = HERE.parent / "configs" / "biography.yaml"  # the benchmarks' world (the demo's is smaller)
 LORA = ["model.finetune=lora", "model.lora.r=16", "model.lora.alpha=32", "model.lora.target_modules=[c_attn, c_proj, c_fc]",
         "training.lr=0.001"]
 
-PRESET = Preset(default_config_path(), "baselines_biography_lora.json", ["seq", "inc_lora", "o_lora", "moe_lora", "sapt"], [0, 1, 2],
+PRESET = Preset(CONFIG, "baselines_biography_lora.json", ["seq", "inc_lora", "o_lora", "moe_lora", "sapt"], [0, 1, 2],
                 overrides=LORA, quick={"seeds": [0]})
 
 if __name__ == "__main__":

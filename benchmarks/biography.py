@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 from continual_lm.experiments.benchmark import Preset, grid_benchmark
-from continual_lm.experiments.spurious import DEFAULT_METHODS, biography_targets, default_config_path
+from continual_lm.experiments.spurious import DEFAULT_METHODS, biography_targets
 
 HERE = Path(__file__).resolve().parent
+CONFIG = HERE.parent / "configs" / "biography.yaml"  # the benchmarks' world (the demo's is smaller)
 
-PRESET = Preset(default_config_path(), "biography.json", [*DEFAULT_METHODS, "recurrent_kif:reference_code"], [0, 1, 2],
+PRESET = Preset(CONFIG, "biography.json", [*DEFAULT_METHODS, "recurrent_kif:reference_code"], [0, 1, 2],
                 quick={"seeds": [0], "methods": DEFAULT_METHODS})
 
 if __name__ == "__main__":

@@ -16,10 +16,10 @@ import torch
 from continual_lm.config import load_config
 from continual_lm.experiments.benchmark import script_parser, write_results
 from continual_lm.experiments.runner import run_experiment
-from continual_lm.experiments.spurious import default_config_path
 from continual_lm.training.resume import ResumeStore
 
 HERE = Path(__file__).resolve().parent
+BIOGRAPHY = HERE.parent / "configs" / "biography.yaml"
 DATA = HERE.parents[1] / "shared" / "data" / "cl_benchmark"
 SETTINGS = {"none": "training.save_every=null", "default (50)": "training.save_every=50", "every 10": "training.save_every=10"}
 
@@ -60,7 +60,7 @@ def main() -> int:
             if label != "none":
                 size["minilm_lora"] = point_size(folder)
             print(label, record.seconds, flush=True)
-    bio = load_config(default_config_path(), ["training.max_steps=2", "training.keep_resume=true", "curve_steps=[]"])
+    bio = load_config(BIOGRAPHY, ["training.max_steps=2", "training.keep_resume=true", "curve_steps=[]"])
     _, folder = run_experiment(bio, work / "biography")
     size["biography_full_finetuning"] = point_size(folder)
     # the minimum over repeats: the first repeat runs cold (a median of two would count it)

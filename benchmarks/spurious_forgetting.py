@@ -23,9 +23,10 @@ from continual_lm.config import RecoverySettings, load_config
 from continual_lm.experiments.benchmark import script_parser, write_results
 from continual_lm.experiments.grid import grid_from_config, run_grid
 from continual_lm.experiments.runner import run_experiment
-from continual_lm.experiments.spurious import choose_by_task1, default_config_path
+from continual_lm.experiments.spurious import choose_by_task1
 
 RESULTS = Path(__file__).resolve().parent / "results"
+CONFIG = RESULTS.parents[1] / "configs" / "biography.yaml"  # the benchmarks' world (the demo's is smaller)
 # Our Task 1 is 188 steps long; the alignment is undone within its first ~20 steps (see the seq curve), so the
 # "early update" of Task Vector and Gradient Projection is its first 20 steps (the paper: 150 of a longer task).
 # The paper reports α ≈ 0.16-0.22, λ in 1e6-1e7 (on its Fisher's scale), k = 7-8 of 12 layers; ours has 4 layers.
@@ -50,7 +51,7 @@ def output_paths(out: Path, quick: bool) -> dict[str, Path]:
 
 
 def analysis_run(work: Path, grid: int, paths: dict[str, Path]) -> dict:
-    cfg = load_config(default_config_path(), ["checkpoint_steps=[0, 5, 10, 20, 50, 150]", "method.name=seq"])
+    cfg = load_config(CONFIG, ["checkpoint_steps=[0, 5, 10, 20, 50, 150]", "method.name=seq"])
     folder = work / "seq-checkpoints"
     if not (folder / "metrics.json").exists():
         _, folder = run_experiment(cfg, folder)
@@ -71,7 +72,7 @@ def main() -> int:
     args = parser.parse_args()
     import torch
     torch.set_num_threads(args.threads)
-    cfg = load_config(default_config_path())
+    cfg = load_config(CONFIG)
     work = args.runs or Path(tempfile.mkdtemp(prefix="clm-spurious-"))
     paths = output_paths(args.out, args.quick)
     if args.quick:

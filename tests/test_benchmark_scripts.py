@@ -42,3 +42,23 @@ def test_spurious_forgetting_writes_every_file_beside_out():
     assert not set(full.values()) & set(quick.values())  # a quick run never overwrites the full results
     elsewhere = module.output_paths(Path("/tmp/x/out.json"), quick=False)
     assert {p.parent for p in elsewhere.values()} == {Path("/tmp/x")}
+
+
+@pytest.mark.parametrize("name,results", [("biography", "biography.json"),
+                                          ("baselines_biography", "baselines_biography.json"),
+                                          ("baselines_biography_lora", "baselines_biography_lora.json")])
+def test_biography_benchmarks_keep_the_world_their_results_were_measured_in(name, results):
+    """Issue 29 (22): the demo's world shrank to fit its time; the Biography benchmarks must not move with it — their
+    config resolves to the setting their committed results record (so a rerun reproduces them and --resume adds to
+    them), and it is not the demo's."""
+    import json
+    import yaml
+    from continual_lm.experiments.grid import Grid, with_defaults
+    from continual_lm.experiments.spurious import default_config_path
+    preset = load(name).PRESET
+    base = yaml.safe_load(Path(preset.config).read_text())
+    setting = Grid(base, preset.config.name, preset.methods, preset.seeds, overrides=preset.overrides).setting()
+    recorded = json.loads((RESULTS / results).read_text())["setting"]["resolved"]
+    assert with_defaults(setting["resolved"]) == with_defaults(recorded)
+    demo = yaml.safe_load(default_config_path().read_text())
+    assert (demo["data"]["biography"]["n_pretrain_persons"], base["data"]["biography"]["n_pretrain_persons"]) == (300, 400)

@@ -261,3 +261,20 @@ def test_the_phase_table_says_how_many_runs_it_averages(tmp_path):
                                         "total": 12.0, "runs": 1}
     text = (tmp_path / "g.md").read_text()
     assert "| method | timed runs | pretrain |" in text and "| seq | 1 | 0.0 | 3.0 | 1.0 | 0.0 | 8.0 | 12.0 |" in text
+
+
+def test_runs_in_worker_processes_equal_runs_one_at_a_time(cl_root, tmp_path):
+    """``workers=2``: the same rows (a one-thread run is the same run in any process), each run's console in its
+    folder, none on the terminal."""
+    base = tiny_config(cl_root, max_steps=3)
+    lines: list[str] = []
+    serial = run_grid(Grid(base, "toy.yaml", ["seq", "ewc", "replay"], [0], threads=1), tmp_path / "a.json",
+                      tmp_path / "a", echo=lambda line: None)
+    parallel = run_grid(Grid(base, "toy.yaml", ["seq", "ewc", "replay"], [0], threads=1), tmp_path / "b.json",
+                        tmp_path / "b", echo=lines.append, workers=2)
+    assert [(r["method"], r["acc_matrix"], r["op"]) for r in parallel["runs"]] == \
+        [(r["method"], r["acc_matrix"], r["op"]) for r in serial["runs"]]
+    assert all((tmp_path / "b" / f"seed0-{m}" / "console.log").exists() for m in ("seq", "ewc", "replay"))
+    assert "after amazon" in (tmp_path / "b" / "seed0-seq" / "console.log").read_text()
+    assert any("3 runs in 2 processes" in line for line in lines)
+    assert sum(line.startswith("== seed0-") for line in lines) == 3

@@ -1,9 +1,9 @@
 """``continual-lm``: run experiments and grids, list methods, compare and analyse runs.
 
     continual-lm run                         the default experiment (Biography, spurious forgetting)
-    continual-lm run --config FILE [--set k=v ...] [--out DIR] [--methods a,b]
+    continual-lm run --config FILE [--set k=v ...] [--out DIR] [--methods a,b] [--workers N]
     continual-lm grid CONFIG [--methods a,b] [--orders 1,2,3] [--seeds 0,1,2] [--set k=v ...] [--runs DIR]
-                             [--resume] [--out FILE]
+                             [--resume] [--workers N] [--out FILE]
     continual-lm grid --merge FILE ... --out FILE
     continual-lm list [--verbose]            registered methods (and their typed parameters)
     continual-lm models [--verbose]          named pretrained models (model.path: NAME) and whether each is installed
@@ -49,14 +49,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     methods = method_entries(args.methods) if args.methods else None
     cfg = load_config(args.config or default_config_path(), args.set)
     if args.config is None or (methods and cfg.data.benchmark == "biography"):
-        run_default_experiment(args.out, cfg, methods)
+        run_default_experiment(args.out, cfg, methods, workers=args.workers)
         return 0
     if methods:  # one run per method, then the comparison table
         from .experiments.grid import grid_from_config, run_grid
         from .reporting.report import comparison_table
         from .reporting.run_folder import default_run_dir
         root = Path(args.out or default_run_dir(cfg.name))
-        summary = run_grid(grid_from_config(cfg, methods), root / "summary.json", runs=root, folder_per_method=True)
+        summary = run_grid(grid_from_config(cfg, methods), root / "summary.json", runs=root, folder_per_method=True,
+                           workers=args.workers)
         print(comparison_table(summary["runs"]))
         return 0
     record, folder = run_experiment(cfg, args.out)
@@ -88,7 +89,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     methods = method_entries(args.methods) if args.methods else ["seq"]
     grid = grid_from_file(args.config, methods, ints(args.seeds) or [0], ints(args.orders), args.overrides,
                           args.threads)
-    run_grid(grid, args.out, args.runs, args.resume)
+    run_grid(grid, args.out, args.runs, args.resume, workers=args.workers)
     return 0
 
 
@@ -226,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="output folder (default runs/<name>-<time>)")
     run.add_argument("--methods", help="comma-separated methods: one run each, with a summary table")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    run.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="with several methods: N runs at once, each in its own process of cores/N threads")
     run.add_argument("--resume", type=Path, metavar="RUN_DIR",
                      help="continue an interrupted run from its last resume point, with the config it recorded")
     run.set_defaults(func=cmd_run)

@@ -40,6 +40,7 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--merge", type=Path, nargs="+", metavar="FILE",
                    help="run nothing: pool these results files (same setting) into --out")
     p.add_argument("--threads", type=int, help="torch threads per run (two 1-thread grids beat one 2-thread on 2 cores)")
+    p.add_argument("--workers", type=int, default=1, help="runs at once, each in its own process (default 1)")
 
 
 class ScriptParser(argparse.ArgumentParser):
@@ -122,7 +123,7 @@ def grid_benchmark(preset: Preset, results: Path, argv: list[str] | None = None,
             grid = grid_from_file(chosen["config"], method_entries(args.methods) if args.methods else chosen["methods"],
                                   ints(args.seeds) or chosen["seeds"], ints(args.orders) or chosen["orders"],
                                   [*chosen["overrides"], *args.overrides], args.threads)
-            summary = run_grid(grid, out, args.runs, args.resume, discussion, checks=checks)
+            summary = run_grid(grid, out, args.runs, args.resume, discussion, checks=checks, workers=args.workers)
         for name, ok in summary.get("targets", {}).items():
             print(f"{'PASS' if ok else 'FAIL'}  {name}")
     except ContinualLMError as e:

@@ -17,6 +17,7 @@ A method entry is a registered name or NAME:VARIANT (``recurrent_kif:reference_c
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -312,10 +313,12 @@ def grid_plots(out: Path, per_method: dict, columns: dict | None, setting: dict)
 
 def run_grid(grid: Grid, out: Path, runs: Path | None = None, resume: bool = False, discussion: str = "",
              echo: Callable[[str], None] = print, checks: Callable[[dict], dict] | None = None,
-             folder_per_method: bool = False) -> dict:
+             folder_per_method: bool = False, workers: int = 1) -> dict:
     """Run every cell of ``grid`` not already in ``out`` (with ``resume``); rewrite ``out`` after each run. Run
     folders are ``runs``/[order<o>-]seed<s>-<method>, or ``runs``/<method> with ``folder_per_method`` (a comparison
-    of one seed)."""
+    of one seed). ``workers`` > 1: that many runs at once, each in its own process (``run_in_workers``)."""
+    if workers < 1:
+        raise ConfigError(f"--workers {workers}: must be at least 1")
     setting = grid.setting()
     done: list[dict] = []
     if out.exists():
@@ -339,32 +342,95 @@ def run_grid(grid: Grid, out: Path, runs: Path | None = None, resume: bool = Fal
     echo(f"run folders: {root}")
     rows = list(done)
     summary: dict = {}
-    for cell in todo:
+
+    def add(cell: tuple, record: RunRecord, folder: Path, seconds: float) -> None:
+        nonlocal summary
         order, seed, method = cell
-        echo(f"== {label(*cell)} ==")
-        started = time.time()
-        folder = folder_of[cell]
-        if cell in finished:  # run before the results file could list it (e.g. the grid was stopped): adopted
-            record = RunRecord.read(folder)
-            seconds = record.seconds
-        else:
-            # A run the grid left unfinished goes on from its resume point; one killed before its first point
-            # (or of another config) holds nothing worth keeping and starts again.
-            partial = resume and is_unfinished(folder)
-            go_on = partial and (folder / RESUME / "state.json").exists() and same_config(folder, configs[cell])
-            if partial and not go_on:
-                shutil.rmtree(folder)
-            record, folder = run_experiment(configs[cell], folder, resume=go_on)
-            # a resumed run's record counts the time before its interruption too; this process saw only the rest
-            seconds = record.seconds if go_on else round(time.time() - started, 1)
         row = grid_row(record, folder, order, seed, method, seconds)
         row["method_params"] = record.method_params or configured_method(configs[cell]).params.model_dump(mode="json")
         rows.append(row)
         summary = summarise(sort_rows(rows, grid.methods), setting, out, discussion, lambda line: None, checks)
+
+    if workers > 1 and len(todo) > 1:
+        run_in_workers(todo, configs, folder_of, finished, resume, workers, add, echo)
+    else:
+        for cell in todo:
+            echo(f"== {label(*cell)} ==")
+            add(cell, *run_cell(configs[cell], folder_of[cell], resume, cell in finished))
     if not todo and rows:
         summary = summarise(sort_rows(rows, grid.methods), setting, out, discussion, lambda line: None, checks)
     echo(f"results in {out}")
     return summary
+
+
+def run_cell(cfg: ExperimentConfig, folder: Path, resume: bool, finished: bool) -> tuple[RunRecord, Path, float]:
+    """One cell of a grid: (its record, its folder, its seconds)."""
+    started = time.time()
+    if finished:  # run before the results file could list it (e.g. the grid was stopped): adopted
+        record = RunRecord.read(folder)
+        return record, folder, record.seconds
+    # A run the grid left unfinished goes on from its resume point; one killed before its first point (or of
+    # another config) holds nothing worth keeping and starts again.
+    partial = resume and is_unfinished(folder)
+    go_on = partial and (folder / RESUME / "state.json").exists() and same_config(folder, cfg)
+    if partial and not go_on:
+        shutil.rmtree(folder)
+    record, folder = run_experiment(cfg, folder, resume=go_on)
+    # a resumed run's record counts the time before its interruption too; this process saw only the rest
+    return record, folder, record.seconds if go_on else round(time.time() - started, 1)
+
+
+CONSOLE = "console.log"  # a worker's console output, in its run folder
+
+
+def _worker_start(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _worker_cell(cfg: ExperimentConfig, folder: Path, resume: bool, finished: bool) -> tuple[dict, Path, float]:
+    """``run_cell`` in a worker process: its console (progress lines, warnings) goes to the run folder's console.log,
+    so that two runs' output does not interleave on the terminal."""
+    import contextlib
+    import sys
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / CONSOLE, "a", encoding="utf-8") as console, \
+            contextlib.redirect_stdout(console), contextlib.redirect_stderr(console):
+        sys.stderr = console  # tqdm and warnings read sys.stderr when they write
+        record, folder, seconds = run_cell(cfg, folder, resume, finished)
+    return record.to_json(), folder, seconds
+
+
+def run_in_workers(todo: list[tuple], configs: dict, folder_of: dict, finished: set, resume: bool, workers: int,
+                   add: Callable, echo: Callable[[str], None]) -> None:
+    """Run the cells ``todo`` in ``workers`` processes of cpu_count / workers threads each (spawned: a forked torch
+    can deadlock), adding each run's row as it finishes. A pre-training the cells share is done (or found in the
+    cache) first, once, here: the workers then all read the cached checkpoint."""
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    from multiprocessing import get_context
+
+    from .setup import ensure_pretrained
+    for cfg in configs.values():
+        seconds = ensure_pretrained(cfg)
+        if seconds:
+            echo(f"pre-trained in {seconds:.0f} s (cached for every run)")
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    echo(f"{len(todo)} runs in {workers} processes of {threads} thread(s); each run's console: <run folder>/{CONSOLE}")
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_start,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(_worker_cell, configs[c], folder_of[c], resume, c in finished): c for c in todo}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in done:
+                cell = futures[future]
+                if future.exception() is not None:
+                    for other in pending:
+                        other.cancel()
+                    raise future.exception()
+                record_json, folder, seconds = future.result()
+                record = RunRecord(**record_json)
+                echo(f"== {label(*cell)} == OP {record.op:.1f}, {seconds:.0f} s")
+                add(cell, record, folder, seconds)
 
 
 def same_config(folder: Path, cfg: ExperimentConfig) -> bool:
@@ -378,9 +444,9 @@ def same_config(folder: Path, cfg: ExperimentConfig) -> bool:
 
     def effective(c: ExperimentConfig) -> tuple[dict, dict]:
         # paths compared resolved (a run records them absolute), parameters with their defaults (a run records them
-        # so, and older runs only the ones set)
+        # so, and older runs only the ones set); threads are the machine's business, as in NOT_POOLED
         dumped = absolute_paths(c).model_dump(mode="json", exclude={"name": True, "method_params": True,
-                                                                    "method": {"params"}})
+                                                                    "method": {"params"}, "training": {"num_threads"}})
         return dumped, configured_method(c).params.model_dump(mode="json")
     try:
         if effective(theirs) != effective(cfg):

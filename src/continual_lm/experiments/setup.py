@@ -19,7 +19,7 @@ from ..data.task import Example, Task
 from ..errors import ConfigError
 from ..models.backbone import Backbone, EncoderBackbone, build_backbone
 from ..models.named import cache_root
-from ..training.loop import finetune
+from ..training.loop import finetune, make_accelerator
 from ..training.resume import ResumeStore
 
 # Bump when pre-training code changes what a cached checkpoint holds. 2: biographies trained whole (format 1 cut
@@ -79,6 +79,17 @@ def pretrained_checkpoint(cfg: ExperimentConfig, world: BiographyWorld, accelera
     accelerator.wait_for_everyone()
     log({"event": "pretrain", "saved": str(path), "seconds": round(seconds, 2)})
     return path
+
+
+def ensure_pretrained(cfg: ExperimentConfig) -> float | None:
+    """Pre-train ``cfg``'s model into the cache unless it is there: the seconds it took (0 when cached), or None when
+    ``cfg`` has no pre-training. Lets processes that share one checkpoint start from the cache together."""
+    if cfg.pretrain is None or cfg.data.benchmark != "biography":
+        return None
+    seconds: list[float] = []
+    pretrained_checkpoint(cfg, build_world(cfg.data.biography), make_accelerator(),
+                          lambda record: seconds.append(record.get("seconds", 0.0)) if record.get("event") == "pretrain" else None)
+    return sum(seconds)
 
 
 def prepare_backbone(cfg: ExperimentConfig, tasks: list[Task], world: BiographyWorld | None,

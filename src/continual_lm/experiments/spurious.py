@@ -2,6 +2,7 @@
 paper-style table (Task 0 / Task 1 accuracy after the sequence and the Task-0 "spurious forgetting curve")."""
 from __future__ import annotations
 
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -20,25 +21,26 @@ def default_config_path() -> Path:
 
 
 def run_default_experiment(out_dir: str | Path | None = None, config: ExperimentConfig | None = None,
-                           methods: list[str] | None = None, echo=print) -> dict:
+                           methods: list[str] | None = None, echo=print, workers: int = 1) -> dict:
     """Run every method on the same task sequence: one run folder per method under ``out_dir``, and the comparison
-    in summary.json / summary.md."""
+    in summary.json / summary.md. ``workers``: runs at once, each in its own process."""
     cfg = config or load_config(default_config_path())
     if cfg.data.benchmark != "biography":
         raise ConfigError("the default experiment needs data.benchmark: biography")
+    started = time.time()
     out = Path(out_dir or default_run_dir(cfg.name))
     if (out / "summary.json").exists():
         raise ConfigError(f"--out {out}: holds a finished experiment (summary.json); choose another folder")
     # resume: the same command run again after an interruption keeps the methods that finished and continues the rest
     summary = run_grid(grid_from_config(cfg, methods or DEFAULT_METHODS), out / "summary.json", runs=out, resume=True,
-                       echo=echo, folder_per_method=True)
+                       echo=echo, folder_per_method=True, workers=workers)
     echo(task_table(summary["tasks"]))
     note = variant_note(summary["runs"])
     if note:
         echo(note)
     if summary.get("timing"):
         echo("seconds per phase:\n" + timing_table(summary["timing"]))
-    echo(f"total {summary['setting']['total_run_seconds']} s of runs; results in {out}")
+    echo(f"{time.time() - started:.0f} s in all ({summary['setting']['total_run_seconds']} s of runs); results in {out}")
     return summary
 
 
