@@ -59,6 +59,8 @@ def test_bad_input_is_one_line_error(cl_root, tmp_path):
         (["compare", str(tmp_path)], "none of the folders given holds a finished run"),
         (["run", "--config", str(cfg_path), "--set", "method.name=seq", "--set", "method_params={sequ: {}}",
           "--out", str(tmp_path / "z")], "method_params: unknown method(s) ['sequ']"),
+        (["run", "--config", str(cfg_path), "--set", "method.name=seq", "--methods", "seq,ewc", "--workers", "0",
+          "--out", str(tmp_path / "w")], "--workers 0: must be at least 1"),
     ]:
         proc = subprocess.run([sys.executable, "-m", "continual_lm.cli", *argv], capture_output=True, text=True)
         assert proc.returncode == 2, proc.stderr
