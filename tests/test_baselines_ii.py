@@ -361,3 +361,28 @@ def test_new_methods_run_end_to_end(cl_root, tmp_path, name, arch, kind):
     record, folder = run_experiment(cfg, tmp_path / name)
     assert len(record.acc_matrix) == 2 and (folder / "metrics.json").exists()
     assert RunRecord.read(folder).method_params == create_method(name, cfg.method.params).params.model_dump(mode="json")
+
+
+def test_pseudo_examples_get_as_many_tokens_as_the_model_trains_on():
+    """A pseudo-example is a whole prompt and its answer. The old fixed 48 new tokens (tuned on Biography's short
+    questions) cut every Standard CL sample before its "Answer:" — on SmolLM2, LFPT5 parsed 1 of 100 and kept none,
+    SAPT reflected on 0 — so by default the budget is model.max_length."""
+    import contextlib
+    from types import SimpleNamespace
+    from continual_lm.methods import create_method
+    from continual_lm.methods.pseudo import sample_texts
+    asked = []
+
+    class Backbone:
+        settings = SimpleNamespace(max_length=128)
+
+        def inference(self):
+            return contextlib.nullcontext()
+
+        def sample(self, prompts, max_new_tokens, top_k):
+            asked.append(max_new_tokens)
+            return ["Question?\nAnswer: yes"] * len(prompts)
+    assert sample_texts(Backbone(), "__gen__ t", 3, None, 20, 2, 0) == ["Question?\nAnswer: yes"] * 3
+    assert sample_texts(Backbone(), "__gen__ t", 1, 48, 20, 2, 0) and asked == [128, 128, 48]
+    for name in ("lamol", "lfpt5", "sapt"):
+        assert create_method(name).params.max_new_tokens is None

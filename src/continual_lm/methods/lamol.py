@@ -28,7 +28,7 @@ class LAMOL(Method):
     class Params(MethodParams):
         gamma: Real = Field(0.2, ge=0, description="pseudo-examples per real example")
         lm_weight: Real = Field(0.25, ge=0, description="weight of the generation (LM) loss")
-        max_new_tokens: Count = Field(48, ge=1, description="length of a generated pseudo-example")
+        max_new_tokens: Count | None = Field(None, ge=1, description="length of a generated pseudo-example (None: model.max_length)")
         top_k: Count = Field(20, ge=1, description="top-k sampling of pseudo-examples")
         generation_batch_size: Count = Field(64, ge=1, description="pseudo-examples generated at once")
 

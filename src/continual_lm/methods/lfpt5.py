@@ -84,7 +84,7 @@ class LFPT5(Method):
         kd_weight: Real = Field(0.01, ge=0, le=1, description="λ_kd of (1 − λ_kd)(task + λ_lm·gen) + λ_kd·KD")
         temperature: Real = Field(1.0, gt=0, description="T of the distillation (the code: none, i.e. 1)")
         kd_reduction: Literal["sum", "mean"] = Field("sum", description="KD summed over positions (the code) or averaged")
-        max_new_tokens: Count = Field(48, ge=1, description="length of a generated pseudo-example")
+        max_new_tokens: Count | None = Field(None, ge=1, description="length of a generated pseudo-example (None: model.max_length)")
         top_k: Count = Field(20, ge=1, description="top-k sampling of pseudo-examples")
         generation_batch_size: Count = Field(64, ge=1, description="pseudo-examples generated at once")
         lr: Real | None = Field(None, gt=0, description=f"the prompt's learning rate (null: {PROMPT_LR}; authors: 0.5)")

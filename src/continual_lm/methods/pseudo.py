@@ -26,8 +26,14 @@ def task_start(task: str) -> str:
     return f"{GEN} {task}"
 
 
-def sample_texts(backbone, start: str, n: int, max_new_tokens: int, top_k: int, batch_size: int, seed: int) -> list[str]:
-    """``n`` texts sampled from the model after ``start``, seeded; the model is in evaluation mode meanwhile."""
+def sample_texts(backbone, start: str, n: int, max_new_tokens: int | None, top_k: int, batch_size: int,
+                 seed: int) -> list[str]:
+    """``n`` texts sampled from the model after ``start``, seeded; the model is in evaluation mode meanwhile.
+
+    ``max_new_tokens`` None: ``model.max_length`` — a pseudo-example is a whole prompt and its answer, as long as any
+    example the model trained on; a fixed budget shorter than the task's prompts (48 was tuned on Biography's short
+    questions) cuts every sample before its "Answer:", and nothing parses (Standard CL on SmolLM2: 1 of 100)."""
+    max_new_tokens = max_new_tokens or backbone.settings.max_length
     texts: list[str] = []
     torch.manual_seed(seed)
     with backbone.inference():

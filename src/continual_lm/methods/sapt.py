@@ -94,7 +94,7 @@ class SAPT(Method):
         lm_weight: Real = Field(0.25, ge=0, description="weight of the generation loss")
         reflection_weight: Real = Field(1.0, ge=0, description="λ_r, weight of the attentive reflection")
         record_examples: Count = Field(64, ge=1, description="a task's inputs its mean attention is recorded on")
-        max_new_tokens: Count = Field(48, ge=1, description="length of a generated pseudo-example")
+        max_new_tokens: Count | None = Field(None, ge=1, description="length of a generated pseudo-example (None: model.max_length)")
         top_k: Count = Field(20, ge=1, description="top-k sampling of pseudo-examples")
         generation_batch_size: Count = Field(64, ge=1, description="pseudo-examples generated at once")
 
