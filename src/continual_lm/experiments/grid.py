@@ -391,11 +391,10 @@ def _worker_cell(cfg: ExperimentConfig, folder: Path, resume: bool, finished: bo
     """``run_cell`` in a worker process: its console (progress lines, warnings) goes to the run folder's console.log,
     so that two runs' output does not interleave on the terminal."""
     import contextlib
-    import sys
     folder.mkdir(parents=True, exist_ok=True)
+    # tqdm and warnings write to sys.stderr, which redirect_stderr replaces for the run
     with open(folder / CONSOLE, "a", encoding="utf-8") as console, \
             contextlib.redirect_stdout(console), contextlib.redirect_stderr(console):
-        sys.stderr = console  # tqdm and warnings read sys.stderr when they write
         record, folder, seconds = run_cell(cfg, folder, resume, finished)
     return record.to_json(), folder, seconds
 
@@ -423,10 +422,11 @@ def run_in_workers(todo: list[tuple], configs: dict, folder_of: dict, finished: 
             done, pending = wait(pending, return_when=FIRST_EXCEPTION)
             for future in done:
                 cell = futures[future]
-                if future.exception() is not None:
+                error = future.exception()
+                if error is not None:
                     for other in pending:
                         other.cancel()
-                    raise future.exception()
+                    raise error
                 record_json, folder, seconds = future.result()
                 record = RunRecord(**record_json)
                 echo(f"== {label(*cell)} == OP {record.op:.1f}, {seconds:.0f} s")

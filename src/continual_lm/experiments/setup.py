@@ -86,10 +86,9 @@ def ensure_pretrained(cfg: ExperimentConfig) -> float | None:
     ``cfg`` has no pre-training. Lets processes that share one checkpoint start from the cache together."""
     if cfg.pretrain is None or cfg.data.benchmark != "biography":
         return None
-    seconds: list[float] = []
-    pretrained_checkpoint(cfg, build_world(cfg.data.biography), make_accelerator(),
-                          lambda record: seconds.append(record.get("seconds", 0.0)) if record.get("event") == "pretrain" else None)
-    return sum(seconds)
+    records: list[dict] = []
+    pretrained_checkpoint(cfg, build_world(cfg.data.biography), make_accelerator(), records.append)
+    return sum(r.get("seconds", 0.0) for r in records if r["event"] == "pretrain")
 
 
 def prepare_backbone(cfg: ExperimentConfig, tasks: list[Task], world: BiographyWorld | None,
