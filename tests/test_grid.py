@@ -278,3 +278,19 @@ def test_runs_in_worker_processes_equal_runs_one_at_a_time(cl_root, tmp_path):
     assert "after amazon" in (tmp_path / "b" / "seed0-seq" / "console.log").read_text()
     assert any("3 runs in 2 processes" in line for line in lines)
     assert sum(line.startswith("== seed0-") for line in lines) == 3
+
+
+def test_grids_pair_every_method_with_seq_and_with_replay(tmp_path):
+    """The paper's claims are against SeqLoRA and LoRAReplay: a grid's results pair each method with both (same cell),
+    hand-computed: x − replay on seeds 0 and 1 is +4 and +8 (mean +6, standard error: sample std 2√2 / √2 = 2)."""
+    from continual_lm.experiments.grid import summarise
+    op = {("seq", 0): 40.0, ("seq", 1): 42.0, ("replay", 0): 60.0, ("replay", 1): 58.0, ("x", 0): 64.0, ("x", 1): 66.0}
+    rows = [{"run": f"seed{s}-{m}", "method": m, "seed": s, "order": 1, "tasks": ["a", "b"],
+             "acc_matrix": [[v, 0.0], [v, v]], "initial": [0.0, 0.0], "op": v, "bwt": None, "fwt": None, "la": None,
+             "f": None, "ap": None, "seconds": 1.0} for (m, s), v in op.items()]
+    summary = summarise(rows, {"config": "g.yaml", "overrides": []}, tmp_path / "g.json", echo=lambda s: None)
+    assert summary["paired_vs_replay"]["x"]["op"] == {"mean": 6.0, "se": 2.0}
+    assert summary["paired_vs_replay"]["seq"]["op"] == {"mean": -18.0, "se": 2.0}
+    assert summary["paired_vs_seq"]["x"]["op"] == {"mean": 24.0, "se": 0.0}
+    text = (tmp_path / "g.md").read_text()
+    assert "| method | cells | OP − replay |" in text and "| x | 2 | +6.0 ± 2.0 |" in text

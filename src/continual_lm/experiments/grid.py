@@ -251,17 +251,22 @@ def task_table(columns: dict) -> str:
                             *(cell(c["curve"].get(s)) for s in steps)] for name, c in columns.items()])
 
 
+# the paper's claims are made against these two: SeqLoRA (what a method adds) and LoRAReplay (the cheap strong baseline)
+PAIRED_BASELINES = ("seq", "replay")
+
+
 def summarise(rows: list[dict], setting: dict, out: Path, discussion: str = "", echo=print,
               checks: Callable[[dict], dict] | None = None) -> dict:
     """Write ``out`` (JSON: setting, per-method summaries, paired differences, every run) and ``out`` .md;
     ``checks(tasks)`` adds named pass/fail targets on the Task 0 / Task 1 columns."""
     per_method = aggregate_by_method(rows)
     columns = task_columns(rows)
-    paired = paired_differences(rows, "seq", PAIRED_KEYS) if "seq" in per_method else {}
+    paired = {base: paired_differences(rows, base, PAIRED_KEYS) for base in PAIRED_BASELINES if base in per_method}
     summary = {"setting": {**setting, "methods": list(per_method), "seeds": sorted({r["seed"] for r in rows}),
                            "orders": sorted({r["order"] for r in rows if r.get("order") is not None}),
                            "total_run_seconds": round(sum(r["seconds"] for r in rows))},
-               "methods": per_method, "paired_vs_seq": paired, "runs": rows, "environment": environment()}
+               "methods": per_method, **{f"paired_vs_{base}": diffs for base, diffs in paired.items()},
+               "runs": rows, "environment": environment()}
     timing = timing_by_method(rows)
     if timing:
         summary["timing"] = timing
@@ -273,9 +278,11 @@ def summarise(rows: list[dict], setting: dict, out: Path, discussion: str = "", 
             f"{len({(r.get('order'), r['seed']) for r in rows})}; runs: {len(rows)}.", "",
             "Mean ± std over the cells (scores in %; LA: learning accuracy; F: forgetting from the best score; AP: "
             "average over stages; `–` where a method has one joint stage).", "", method_table(per_method)]
-    if paired:
-        text += ["", "Difference from `seq` on the same (order, seed) cell, mean ± standard error over the cells "
-                 "(beyond about 2 standard errors a difference is unlikely to be noise):", "", paired_table(paired, "seq")]
+    for base, diffs in paired.items():
+        if diffs:
+            text += ["", f"Difference from `{base}` on the same (order, seed) cell, mean ± standard error over the "
+                     "cells (beyond about 2 standard errors a difference is unlikely to be noise):", "",
+                     paired_table(diffs, base)]
     if columns:
         text += ["", "Task 0 and Task 1 (%), and Task 0 during Task 1 at the given steps:", "", task_table(columns)]
         if summary.get("targets"):
