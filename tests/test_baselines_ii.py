@@ -241,6 +241,13 @@ def test_sapt_freezes_old_blocks_and_keys_and_reflects_on_pseudo_examples(cl_roo
     assert seen["record1"]["amazon"].shape == (2,) and float(seen["record1"]["amazon"].sum()) == pytest.approx(1.0)
     assert [len(m.adapters) for m in method.mixtures.values()][0] == 2
     assert len(method.alsm.keys) == 2 and method.alsm.current.shape[-1] == 2
+    # the routing report: after each stage, every task seen so far → its inputs' mean attention over the blocks; the
+    # finished task's row is its record, an old task's row is re-measured (where the router now sends it)
+    routing = method.report()["routing"]
+    assert list(routing) == ["agnews", "amazon"] and list(routing["amazon"]) == ["agnews", "amazon"]
+    assert routing["agnews"]["agnews"] == [1.0]
+    assert routing["amazon"]["amazon"] == [round(float(a), 4) for a in seen["record1"]["amazon"]]
+    assert len(routing["amazon"]["agnews"]) == 2 and sum(routing["amazon"]["agnews"]) == pytest.approx(1.0, abs=1e-3)
 
 
 def test_sapt_query_max_pools_unpadded_embeddings_and_reflection_is_kl_to_the_padded_record():

@@ -26,7 +26,8 @@ prompt + answer in training, as the code's encoder sees the whole input).
 
 Measured limitation: the router can only separate tasks whose inputs differ. On Biography LoRA (both tasks are
 questions about persons, one prompt format) the reflection's few parsed pseudo-examples pull every input to Task 0's
-block: after Task 1 its inputs went there with weight 0.99988 and Task 1 reached 3.7% (issue 28's re-run)."""
+block: after Task 1 its inputs went there with weight 0.99988 and Task 1 reached 3.7% (issue 28's re-run). A run's
+``method_report.routing`` shows it: after each stage, each seen task's inputs' mean attention over the blocks."""
 from __future__ import annotations
 
 import math
@@ -102,13 +103,13 @@ class SAPT(Method):
         top_k: Count = Field(20, ge=1, description="top-k sampling of pseudo-examples")
         generation_batch_size: Count = Field(64, ge=1, description="pseudo-examples generated at once")
 
-    state_attributes = ("reflection", "records", "counts")
+    state_attributes = ("reflection", "records", "counts", "routing")
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "blocks_in_use": len(next(iter(self.mixtures.values())).adapters)}
 
     def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
+        super().load_state_dict({"routing": {}, **state})  # points written before the routing report have none
         for mixture in self.mixtures.values():
             mixture.adapters = self.blocks[: state["blocks_in_use"]]
         while len(self.alsm.keys) < state["blocks_in_use"]:  # grown before the weights (cl_sapt.keys.N) load
@@ -133,6 +134,7 @@ class SAPT(Method):
         self.reflection: list[Example] = []
         self.records: dict[str, torch.Tensor] = {}  # task → its mean attention at its end (fixed)
         self.counts: dict[str, int] = {}
+        self.routing: dict[str, dict[str, list[float]]] = {}  # after stage → {seen task: mean attention over blocks}
 
     def before_stage(self, ctx) -> None:
         t = ctx.stage_index
@@ -148,11 +150,16 @@ class SAPT(Method):
                                  or name.endswith(f"cl_sapt.keys.{t}"))
 
     def after_stage(self, ctx) -> None:
-        """The task's mean attention over its training inputs, kept fixed as its reflection target."""
-        examples = ctx.task.train[: self.params.record_examples]
+        """The task's mean attention over its training inputs, kept fixed as its reflection target; and every seen
+        task's, for the routing report (where the router sends old inputs now: reflection at work, or not)."""
+        seen = ctx.tasks[: ctx.stage_task_indices[-1] + 1]
         with torch.no_grad():
-            ids, mask = ctx.backbone.encode_prompts(examples)
-            self.records[ctx.task.name] = self.alsm.attention(ids, mask).mean(0)
+            attention = {}
+            for task in seen:
+                ids, mask = ctx.backbone.encode_prompts(task.train[: self.params.record_examples])
+                attention[task.name] = self.alsm.attention(ids, mask).mean(0)
+        self.records[ctx.task.name] = attention[ctx.task.name]
+        self.routing[ctx.task.name] = {name: [round(float(a), 4) for a in att] for name, att in attention.items()}
 
     def reflect(self, ctx, old) -> list[Example]:
         """Pseudo-examples of the old tasks (each is pulled towards its task's recorded attention)."""
@@ -181,7 +188,7 @@ class SAPT(Method):
         return loss
 
     def report(self) -> dict:
-        return {"reflection_pseudo_examples": self.counts} if self.counts else {}
+        return {**({"reflection_pseudo_examples": self.counts} if self.counts else {}), "routing": self.routing}
 
 
 def reflection_loss(attention: torch.Tensor, records: list[torch.Tensor]) -> torch.Tensor:
