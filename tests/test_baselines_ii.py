@@ -281,10 +281,33 @@ def test_generative_methods_refuse_an_encoder_before_training(cl_root, tmp_path)
 
 # ---------------------------------------------------------------- LFPT5
 
-def test_generation_example_format():
+def test_generation_example_format(cl_root):
+    cfg = parse_config(tiny_config(cl_root, "gpt", "causal", "lora"))
+    tasks, world = build_tasks(cfg)
+    backbone = prepare_backbone(cfg, tasks, world, make_accelerator())
     ex = Example("What is it?\nAnswer:", "World", "agnews")
     assert task_start("agnews") == f"{GEN} agnews"
-    assert generation_example(ex, task_start("agnews")) == Example("__gen__ agnews", "What is it?\nAnswer: World", "agnews")
+    assert generation_example(ex, task_start("agnews"), backbone) == \
+        Example("__gen__ agnews", "What is it?\nAnswer: World", "agnews")
+
+
+def test_generation_examples_keep_their_answer_when_the_prompt_is_long(cl_root):
+    """The model learns to generate a whole example: a prompt too long for the room after the start text loses the end
+    of its passage (as an input does), never its head, its cue or the answer — cut from the end, most Standard CL
+    examples lost their answer on SmolLM2 and no sample parsed. One that fits is unchanged."""
+    cfg = parse_config(tiny_config(cl_root, "gpt", "causal", "lora"))
+    tasks, world = build_tasks(cfg)
+    backbone = prepare_backbone(cfg, tasks, world, make_accelerator())
+    real = tasks[0].train[0]
+    head, passage = real.prompt.split()[0] + " ", " ".join(real.prompt.split() * 20)
+    long = Example(head + passage + "\nAnswer:", real.target, real.task, passage=(len(head), len(head) + len(passage)))
+    assert len(backbone.ids(long.prompt)) > cfg.model.max_length
+    gen = generation_example(long, task_start(real.task), backbone)
+    labels = [i for i in backbone._teacher_forced([gen])[1][0].tolist() if i != -100]
+    answer = backbone.shaper.answer_ids(real.target, backbone.tokenizer.eos_token_id)
+    assert labels[-len(answer):] == answer
+    assert backbone.ids(gen.target)[:1] == backbone.ids(head) and "Answer" in gen.target
+    assert generation_example(real, task_start(real.task), backbone).target == f"{real.prompt} {real.target}"
 
 
 def test_lfpt5_generates_old_pseudo_examples_mixes_them_in_and_trains_only_the_prompt(cl_root, monkeypatch):
@@ -334,6 +357,12 @@ def test_lfpt5_loss_is_the_authors_convex_combination(monkeypatch):
 
         def output_logits(self, examples, labels=None):
             return torch.zeros(1, 2, 3), torch.ones(1, 2, dtype=torch.bool)
+
+        def target_room(self, prompt):  # every generation example fits
+            return 100
+
+        def target_length(self, text):
+            return len(text.split()) + 1
 
     class Ctx:
         backbone = Backbone()

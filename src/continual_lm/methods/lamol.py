@@ -62,7 +62,7 @@ class LAMOL(Method):
             k = math.ceil(self.params.gamma * len(examples))
             examples = examples + [self.pseudo[ctx.rng.randrange(len(self.pseudo))] for _ in range(k)]
         qa = ctx.backbone.loss(examples)
-        lm = ctx.backbone.loss([generation_example(ex, self.start) for ex in examples])
+        lm = ctx.backbone.loss([generation_example(ex, self.start, ctx.backbone) for ex in examples])
         return qa + self.params.lm_weight * lm
 
     def report(self) -> dict:

@@ -153,7 +153,8 @@ class LFPT5(Method):
             kd = distillation_kl(new, old, mask, p.temperature, t_squared=False, reduction=p.kd_reduction)
         loss = ctx.backbone.loss(examples)
         if p.lm_weight:
-            loss = loss + p.lm_weight * ctx.backbone.loss([generation_example(ex, task_start(ex.task)) for ex in examples])
+            generation = [generation_example(ex, task_start(ex.task), ctx.backbone) for ex in examples]
+            loss = loss + p.lm_weight * ctx.backbone.loss(generation)
         return loss if kd is None else (1 - p.kd_weight) * loss + p.kd_weight * kd
 
     def report(self) -> dict:

@@ -178,7 +178,8 @@ class SAPT(Method):
         p = self.params
         loss = ctx.backbone.loss(examples)
         if p.lm_weight:
-            loss = loss + p.lm_weight * ctx.backbone.loss([generation_example(ex, task_start(ex.task)) for ex in examples])
+            generation = [generation_example(ex, task_start(ex.task), ctx.backbone) for ex in examples]
+            loss = loss + p.lm_weight * ctx.backbone.loss(generation)
         if self.reflection and p.reflection_weight:
             k = max(1, math.ceil(p.gamma * len(examples)))
             chosen = [self.reflection[ctx.rng.randrange(len(self.reflection))] for _ in range(k)]

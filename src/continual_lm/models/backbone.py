@@ -158,6 +158,14 @@ class Backbone(ABC):
         """``loss(examples)`` and ``output_logits(examples, labels)`` from one forward pass (LwF's student)."""
         return (self.loss(examples), *self.output_logits(examples, labels))
 
+    def target_room(self, prompt: str) -> int:
+        """Tokens a training target (its text and the end token) may take after ``prompt``; more are cut."""
+        raise ConfigError(f"model.kind: {self.kind!r} has no generated target; this method needs a causal or seq2seq model")
+
+    def target_length(self, text: str) -> int:
+        """Tokens ``text`` takes as a training target, the end token included."""
+        return len(self.shaper.answer_ids(text, self.tokenizer.eos_token_id))
+
     def sample(self, prompts: list[str], max_new_tokens: int, top_k: int) -> list[str]:
         """Texts sampled (top-k) from the model after each prompt: pseudo-examples (LAMOL, LFPT5, SAPT)."""
         raise ConfigError(f"model.kind: {self.kind!r} cannot generate text; this method needs a causal or seq2seq model")
@@ -174,6 +182,9 @@ class Backbone(ABC):
 
 class CausalLMBackbone(Backbone):
     kind = "causal"
+
+    def target_room(self, prompt: str) -> int:
+        return self.token_budget - len(self.prompt_token_ids(Example(prompt, "", "room")))
 
     def _teacher_forced(self, examples: list[Example]) -> tuple[dict, torch.Tensor]:
         """Model inputs of prompt + answer, and the labels (the answer's tokens; IGNORE_INDEX elsewhere). The prompt
@@ -241,6 +252,9 @@ class CausalLMBackbone(Backbone):
 
 class Seq2SeqBackbone(Backbone):
     kind = "seq2seq"
+
+    def target_room(self, prompt: str) -> int:
+        return self.settings.max_length  # the decoder's: max_length − 1 tokens and the end token (_teacher_forced)
 
     def prompt_token_ids(self, ex: Example) -> list[int]:
         """The encoder's input: the shaped prompt and EOS (the decoder has the answer's room to itself)."""

@@ -65,6 +65,12 @@ class PromptShaper:
         inner = max(budget - len(self.prefix) - len(self.suffix), 0)
         return self.prefix + fit(self.ids, prompt, passage, inner) + self.suffix
 
+    def fit_text(self, text: str, passage: tuple[int, int] | None, budget: int) -> str:
+        """``text`` (no template) cut as ``prompt_ids`` cuts a prompt to ``budget`` tokens, back as text; ``text``
+        itself when it fits (so a text that fits is never re-decoded)."""
+        kept = fit(self.ids, text, passage, budget)
+        return text if kept == self.ids(text) else self.tokenizer.decode(kept)
+
     def answer_ids(self, answer: str, eos: int) -> list[int]:
         """An answer's ids and the end token. Plain prompts end in a cue ("Answer:"), so the answer starts with a
         space; in the chat template it starts the assistant's turn."""
