@@ -230,8 +230,13 @@ def test_sapt_freezes_old_blocks_and_keys_and_reflects_on_pseudo_examples(cl_roo
             return super().loss(ctx, examples)
 
     method = Spy(gamma=0.5)
-    run_sequence(cfg, tasks, backbone, method)
+    logged = []
+    run_sequence(cfg, tasks, backbone, method, log=logged.append)
     assert all(torch.equal(seen[0][n], seen[1][n]) for n in seen[0])  # task 0's block and key untouched by task 1
+    # the reflection's log says how many samples parsed, per old task, and shows one
+    reflection = next(r for r in logged if r["event"] == "sapt_reflection")
+    assert reflection["pseudo_examples"] == 12 and reflection["per_task"]["agnews"]["sampled"] == 12
+    assert reflection["per_task"]["agnews"]["parsed"] == 12 and "Answer" in reflection["per_task"]["agnews"]["first_sample"]
     assert seen["trainable1"] and all(".task1." in n or "cl_sapt.query." in n or n.endswith("cl_sapt.keys.1")
                                       for n in seen["trainable1"])
     assert any(n.endswith("cl_sapt.keys.1") for n in seen["trainable1"])
@@ -320,9 +325,12 @@ def test_lfpt5_generates_old_pseudo_examples_mixes_them_in_and_trains_only_the_p
     backbone.loss = lambda examples: (batches.append(list(examples)), real_loss(examples))[1]
     method = create_method("lfpt5", {"prompt_length": 3, "gamma": 0.5})
     before = {n: p.detach().clone() for n, p in backbone.model.named_parameters() if not n.startswith("cl_")}
-    run_sequence(cfg, tasks, backbone, method)
+    logged = []
+    run_sequence(cfg, tasks, backbone, method, log=logged.append)
     # 0.5 · 24 sampled and parsed before amazon; the fake samples carry agnews' own labels: 2 kept per label
     assert method.counts == {"amazon": {"agnews": {"sampled": 12, "parsed": 12, "kept": 4}}}
+    pseudo_log = next(r for r in logged if r["event"] == "lfpt5_pseudo")  # the log shows one sample per old task
+    assert pseudo_log["first_samples"]["agnews"] == f"{tasks[0].train[0].prompt} {tasks[0].train[0].target}"[:300]
     assert sorted(ex.target for ex in method.pseudo) == ["Sports", "Sports", "World", "World"]
     assert {ex.task for ex in method.pseudo} == {"agnews"}
     gen = [b for b in batches if b and b[0].prompt.startswith(GEN)]

@@ -130,6 +130,7 @@ class LFPT5(Method):
             return
         p = self.params
         per_task = math.ceil(p.gamma * len(ctx.task.train) / len(old))
+        first_samples = {}  # one per old task in the log: when few parse or are kept, it says why
         for i, task in enumerate(old):
             samples = sample_texts(ctx.backbone, task_start(task.name), per_task, p.max_new_tokens, p.top_k,
                                    p.generation_batch_size, ctx.config.seed * 1000 + ctx.stage_index * 100 + i)
@@ -138,7 +139,9 @@ class LFPT5(Method):
             self.pseudo += kept
             self.counts.setdefault(ctx.task.name, {})[task.name] = {"sampled": len(samples), "parsed": len(parsed),
                                                                     "kept": len(kept)}
-        ctx.log({"event": "lfpt5_pseudo", "stage": ctx.task.name, "counts": self.counts[ctx.task.name]})
+            first_samples[task.name] = samples[0][:300]
+        ctx.log({"event": "lfpt5_pseudo", "stage": ctx.task.name, "counts": self.counts[ctx.task.name],
+                 "first_samples": first_samples})
 
     def stage_examples(self, ctx, stage) -> list[Example]:
         return stage.examples + self.pseudo  # the pseudo-examples join the new task's data

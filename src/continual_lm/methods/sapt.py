@@ -166,12 +166,17 @@ class SAPT(Method):
         p, backbone = self.params, ctx.backbone
         per_task = math.ceil(p.gamma * len(ctx.task.train) / len(old))
         pseudo: list[Example] = []
+        samples_of = {}
         for i, task in enumerate(old):
             samples = sample_texts(backbone, task_start(task.name), per_task, p.max_new_tokens, p.top_k,
                                    p.generation_batch_size, ctx.config.seed * 1000 + ctx.stage_index * 100 + i)
-            pseudo += [ex for ex in pseudo_examples(samples, task.name) if ex.task in self.records]
+            parsed = pseudo_examples(samples, task.name)
+            pseudo += parsed
+            # one sample shown: when few parse, it says why (cut short, no "Answer:", free text)
+            samples_of[task.name] = {"sampled": len(samples), "parsed": len(parsed), "first_sample": samples[0][:300]}
         self.counts[ctx.task.name] = len(pseudo)
-        ctx.log({"event": "sapt_reflection", "stage": ctx.task.name, "pseudo_examples": len(pseudo)})
+        ctx.log({"event": "sapt_reflection", "stage": ctx.task.name, "pseudo_examples": len(pseudo),
+                "per_task": samples_of})
         return pseudo
 
     def loss(self, ctx, examples: list[Example]) -> torch.Tensor:
