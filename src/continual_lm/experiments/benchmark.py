@@ -102,7 +102,7 @@ def grid_benchmark(preset: Preset, results: Path, argv: list[str] | None = None,
     """Parse the command line, run (or merge) the preset's grid, write its results; 0 on success, 2 on bad input."""
     import torch
 
-    from .grid import grid_from_file, merge_runs, run_grid, summarise
+    from .grid import grid_from_file, merge_runs, run_grid, sort_rows, summarise
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a reduced grid of a few minutes")
     p.add_argument("--out", type=Path, help=f"results file (default {results / preset.out})")
@@ -116,6 +116,7 @@ def grid_benchmark(preset: Preset, results: Path, argv: list[str] | None = None,
     try:
         if args.merge:
             setting, rows = merge_runs(args.merge, echo=lambda line: print(line, file=sys.stderr))
+            rows = sort_rows(rows, chosen["methods"])  # the preset's order, whatever order the parts came in
             summary = summarise(rows, setting, out, discussion, checks=checks)
         else:
             if args.threads:
