@@ -430,3 +430,16 @@ def test_pseudo_examples_get_as_many_tokens_as_the_model_trains_on():
     assert sample_texts(Backbone(), "__gen__ t", 1, 48, 20, 2, 0) and asked == [128, 128, 48]
     for name in ("lamol", "lfpt5", "sapt"):
         assert create_method(name).params.max_new_tokens is None
+
+
+@pytest.mark.parametrize("name", ["sapt", "lfpt5"])
+def test_no_pseudo_examples_at_gamma_zero_still_logs(cl_root, name):
+    """gamma 0 samples nothing: the reflection's log shows an empty sample, it does not fail on the first one."""
+    cfg = parse_config(tiny_config(cl_root, "gpt", "causal", "lora", max_steps=1))
+    tasks, world = build_tasks(cfg)
+    logged = []
+    method = create_method(name, {"gamma": 0, "max_new_tokens": 4})
+    run_sequence(cfg, tasks, prepare_backbone(cfg, tasks, world, make_accelerator()), method, log=logged.append)
+    record = next(r for r in logged if r["event"] in ("sapt_reflection", "lfpt5_pseudo"))
+    shown = [v["first_sample"] for v in record.get("per_task", {}).values()] + list(record.get("first_samples", {}).values())
+    assert shown == [""]  # one old task, nothing sampled

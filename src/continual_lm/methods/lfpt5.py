@@ -139,7 +139,7 @@ class LFPT5(Method):
             self.pseudo += kept
             self.counts.setdefault(ctx.task.name, {})[task.name] = {"sampled": len(samples), "parsed": len(parsed),
                                                                     "kept": len(kept)}
-            first_samples[task.name] = samples[0][:300]
+            first_samples[task.name] = samples[0][:300] if samples else ""
         ctx.log({"event": "lfpt5_pseudo", "stage": ctx.task.name, "counts": self.counts[ctx.task.name],
                  "first_samples": first_samples})
 

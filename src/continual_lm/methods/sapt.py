@@ -173,7 +173,8 @@ class SAPT(Method):
             parsed = pseudo_examples(samples, task.name)
             pseudo += parsed
             # one sample shown: when few parse, it says why (cut short, no "Answer:", free text)
-            samples_of[task.name] = {"sampled": len(samples), "parsed": len(parsed), "first_sample": samples[0][:300]}
+            samples_of[task.name] = {"sampled": len(samples), "parsed": len(parsed),
+                                     "first_sample": samples[0][:300] if samples else ""}  # gamma 0: none
         self.counts[ctx.task.name] = len(pseudo)
         ctx.log({"event": "sapt_reflection", "stage": ctx.task.name, "pseudo_examples": len(pseudo),
                 "per_task": samples_of})
