@@ -26,6 +26,7 @@ def test_run_config_and_compare(cl_root, tmp_path, capsys):
     out = capsys.readouterr().out
     metrics = json.loads((tmp_path / "r2" / "metrics.json").read_text())
     lo, hi = metrics["op_ci95"]  # issue 29 (16): the interval every metrics.json carries
+    assert metrics["device"] == "cpu"  # where the numbers were made (a GPU run says "cuda (<its name>)")
     assert f"| r2 | toy | replay | {metrics['op']:.1f} | {lo:.1f}–{hi:.1f} |" in out and "| r1 | toy | seq |" in out
     assert "| OP | OP 95% CI | BWT |" in out
     # a folder of runs stands for the runs in it; an unfinished one is left out with a warning
@@ -214,3 +215,12 @@ def test_version_and_analyze_help(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--recovery-steps RECOVERY_STEPS recovery: fine-tuning steps on each old task" in help_text
     assert "--recovery-examples RECOVERY_EXAMPLES recovery: training examples of the old task" in help_text
+
+
+def test_device_name_says_cpu_or_the_gpu_model(monkeypatch):
+    import torch
+
+    from continual_lm.training.loop import device_name
+    assert device_name(torch.device("cpu")) == "cpu"
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    assert device_name(torch.device("cuda", 0)) == "cuda (NVIDIA H200)"

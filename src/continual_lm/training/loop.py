@@ -45,6 +45,7 @@ class RunResult:
     curve: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> {step: score on task 0}
     method_report: dict = field(default_factory=dict)                  # what the method reports of itself
     processes: int = 1                                                 # data-parallel processes that trained
+    device: str = ""                                                   # what trained it: "cpu", "cuda (<GPU name>)"
     la: float | None = None                                            # learning accuracy (metrics.py)
     f: float | None = None                                             # forgetting, max-based (metrics.py)
     ap: float | None = None                                            # average performance over stages
@@ -58,6 +59,13 @@ class RunResult:
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
+
+
+def device_name(device: torch.device) -> str:
+    """"cpu", or the accelerator's type and model ("cuda (NVIDIA H200)"): a run's numbers say where they were made."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
 
 
 def seed_everything(seed: int) -> None:
@@ -376,6 +384,7 @@ def run_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone, m
                      initial=run["initial"], seconds=round(run["elapsed"] + time.time() - started, 2),
                      curve=run["curve"], task_metrics={t.name: t.metric for t in tasks},
                      method_report=method.report(), processes=accelerator.num_processes,
+                     device=device_name(accelerator.device),
                      n_test=[len(test_examples(t, cfg.training.eval_max_examples)) for t in tasks],
                      intervals=run["intervals"], op_ci95=None if op_ci is None else [round(x, 2) for x in op_ci],
                      chance=[r["chance"] for r in references], majority=[r["majority"] for r in references],
