@@ -19,7 +19,7 @@ def load(name: str):
 @pytest.mark.parametrize("name,stem", [("step_speed", "step_speed"), ("method_cost", "method_cost"),
                                        ("rkif_overhead", "rkif_overhead"), ("resume_overhead", "resume_overhead"),
                                        ("spurious_forgetting", "spurious_forgetting"), ("demo_speed", "demo_speed"),
-                                       ("multiprocess", "multiprocess")])
+                                       ("multiprocess", "multiprocess"), ("sapt_routing_probe", "sapt_routing_probe")])
 def test_measurement_scripts_write_their_json_where_told_and_quick_apart(name, stem, monkeypatch, tmp_path):
     from continual_lm.experiments import benchmark
     parsers = []

@@ -27,7 +27,10 @@ prompt + answer in training, as the code's encoder sees the whole input).
 Measured limitation: the router can only separate tasks whose inputs differ. On Biography LoRA (both tasks are
 questions about persons, one prompt format) the reflection's few parsed pseudo-examples pull every input to Task 0's
 block: after Task 1 its inputs went there with weight 0.99988 and Task 1 reached 3.7% (issue 28's re-run). A run's
-``method_report.routing`` shows it: after each stage, each seen task's inputs' mean attention over the blocks."""
+``method_report.routing`` shows it: after each stage, each seen task's inputs' mean attention over the blocks.
+On Standard CL (distinct instructions) it collapses too: SmolLM2's max-pooled embeddings of the four tasks' inputs have
+mean cosine 0.987 within a task and 0.981 across (``benchmarks/sapt_routing_probe.py``), so every input starts with
+the same mixture and only the reflection, on its few pseudo-examples, asks the router to separate them."""
 from __future__ import annotations
 
 import math
@@ -42,6 +45,14 @@ from ..models.adapters import mix_lora_layers
 from .base import Count, Method, MethodParams, Real, register
 from .lfpt5 import generative_only
 from .pseudo import generation_example, pseudo_examples, sample_texts, task_start
+
+
+def max_pool(embeds: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """[batch, positions, d] → [batch, d]: each dimension's largest value over the input's positions (padding never
+    wins the max)."""
+    if mask is not None:
+        embeds = embeds.masked_fill(~mask.bool().unsqueeze(-1), torch.finfo(embeds.dtype).min)
+    return embeds.max(dim=1).values
 
 
 def attention_over_tasks(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -70,10 +81,7 @@ class ALSM(nn.Module):
                   embeds: torch.Tensor | None = None) -> torch.Tensor:
         if embeds is None:
             embeds = self._embeddings[0](input_ids)
-        embeds = embeds.detach()
-        if mask is not None:  # padding never wins the max
-            embeds = embeds.masked_fill(~mask.bool().unsqueeze(-1), torch.finfo(embeds.dtype).min)
-        return attention_over_tasks(self.query(embeds.max(dim=1).values), torch.stack(list(self.keys)))
+        return attention_over_tasks(self.query(max_pool(embeds.detach(), mask)), torch.stack(list(self.keys)))
 
     def hook(self, module, args, kwargs):
         """Forward pre-hook where the input enters the model: the attention of a new batch (not of a decoding step,
