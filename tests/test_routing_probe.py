@@ -46,7 +46,9 @@ def test_routing_probe_on_a_tiny_causal_model(cl_root):
     cfg = parse_config(tiny_config(cl_root))
     tasks, world = build_tasks(cfg)
     backbone = prepare_backbone(cfg, tasks, world, make_accelerator())
+    state = torch.get_rng_state()
     out = routing_probe(backbone, tasks, n=6)
+    assert torch.equal(torch.get_rng_state(), state)  # the router is drawn from its own seed, the caller's untouched
     assert out["tasks"] == ["agnews", "amazon"] and out["inputs_per_task"] == [6, 6]
     for attention in out["untrained_attention"].values():
         assert len(attention) == 2 and sum(attention) == pytest.approx(1.0, abs=1e-3)

@@ -41,8 +41,9 @@ def routing_probe(backbone, tasks: list[Task], n: int, query_hidden: int = 100, 
     for task in tasks:
         ids, mask = backbone.encode_prompts(task.train[:n])
         pooled.append(max_pool(embeddings(ids), mask).float().cpu())
-    torch.manual_seed(seed)  # the query MLP's initialisation
-    router = ALSM(embeddings, query_hidden, torch.Generator().manual_seed(seed))  # on the CPU, as ``pooled``
+    with torch.random.fork_rng(devices=[]):  # the query MLP drawn from ``seed``, the caller's generator untouched
+        torch.manual_seed(seed)
+        router = ALSM(embeddings, query_hidden, torch.Generator().manual_seed(seed))  # on the CPU, as ``pooled``
     for _ in tasks:
         router.add_task()
     keys = torch.stack(list(router.keys))

@@ -41,7 +41,7 @@ from ..errors import ConfigError
 from ..models.weights import snapshot
 from .base import PROMPT_LR, Count, Method, MethodParams, Real, register
 from .distill import distillation_kl, teacher_logits
-from .pseudo import generation_example, pseudo_examples, sample_texts, task_start
+from .pseudo import first_sample, generation_example, pseudo_examples, sample_texts, task_start
 
 
 class SoftPrompt(nn.Module):
@@ -139,7 +139,7 @@ class LFPT5(Method):
             self.pseudo += kept
             self.counts.setdefault(ctx.task.name, {})[task.name] = {"sampled": len(samples), "parsed": len(parsed),
                                                                     "kept": len(kept)}
-            first_samples[task.name] = samples[0][:300] if samples else ""
+            first_samples[task.name] = first_sample(samples)
         ctx.log({"event": "lfpt5_pseudo", "stage": ctx.task.name, "counts": self.counts[ctx.task.name],
                  "first_samples": first_samples})
 

@@ -54,6 +54,12 @@ def sample_texts(backbone, start: str, n: int, max_new_tokens: int | None, top_k
     return texts
 
 
+def first_sample(samples: list[str], chars: int = 300) -> str:
+    """The sample a reflection log shows (its first ``chars`` characters; "" when nothing was sampled, as at gamma 0):
+    when few samples parse or are kept, it says why."""
+    return samples[0][:chars] if samples else ""
+
+
 def pseudo_examples(samples: list[str], task: str) -> list[Example]:
     """The samples that parse, as examples of ``task``."""
     return [Example(q, a, task) for q, a in (p for p in map(parse_sample, samples) if p)]

@@ -44,7 +44,7 @@ from ..data.task import Example
 from ..models.adapters import mix_lora_layers
 from .base import Count, Method, MethodParams, Real, register
 from .lfpt5 import generative_only
-from .pseudo import generation_example, pseudo_examples, sample_texts, task_start
+from .pseudo import first_sample, generation_example, pseudo_examples, sample_texts, task_start
 
 
 def max_pool(embeds: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -182,7 +182,7 @@ class SAPT(Method):
             pseudo += parsed
             # one sample shown: when few parse, it says why (cut short, no "Answer:", free text)
             samples_of[task.name] = {"sampled": len(samples), "parsed": len(parsed),
-                                     "first_sample": samples[0][:300] if samples else ""}  # gamma 0: none
+                                     "first_sample": first_sample(samples)}
         self.counts[ctx.task.name] = len(pseudo)
         ctx.log({"event": "sapt_reflection", "stage": ctx.task.name, "pseudo_examples": len(pseudo),
                 "per_task": samples_of})
