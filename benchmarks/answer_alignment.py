@@ -1,5 +1,6 @@
 """Where a grid's forgotten answers go: the old tasks' answers after the last task, sorted per method into correct,
-another label of the task's own, and a label of another task (lost task alignment; ``analysis/answers.py``).
+another label of the task's own, a label of another task (lost task alignment; ``analysis/answers.py``) and other
+answers, with the part of those that begin like another task's label (a generative model's garbled labels).
 
 Reads the run folders a grid's results file lists (they must still exist); trains nothing.
 
@@ -49,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     write_results(args.out, {"sources": [str(p) for p in args.results], **grid})
     atomic_write_text(args.out.with_suffix(".md"), "# Where old tasks' answers go after the last task\n\n"
                       f"From {', '.join(p.name for p in args.results)}: mean over runs of the share (%) of old tasks' "
-                      "test answers after the last task.\n\n" + answer_table_markdown(grid))
+                      "test answers after the last task. The last column is a part of *other*: answers whose first "
+                      "word is the first word of another task's label and of none of the task's own (\"Science\" "
+                      "for a dbpedia input).\n\n" + answer_table_markdown(grid))
     return 0
 
 

@@ -38,6 +38,22 @@ def test_a_label_two_tasks_share_counts_as_the_tasks_own():
         answer_shares([], ["a"], ["a"])
 
 
+def test_an_other_answer_that_begins_like_another_tasks_label_is_counted_apart():
+    """A generative model's dbpedia answers "Science" / "Science or Art" begin like yahoo's "Science & Mathematics":
+    free text by the exact classes, a garbled label of another task by this count (a part of ``other``)."""
+    records = [line("Science"), line("Science or Art"), line("science."), line("Art"), line("Artist"),
+               line("Sports"), line("Sports fan"), line("very good"), line(""), line("Science", 100.0)]
+    shares = answer_shares(records, ["Artist", "Sports team"], ["Artist", "Sports team", "Science & Mathematics",
+                                                                 "Sports", "very positive"])
+    # correct 1; own "Artist" 1; another task's "Sports" 1; other: Science, Science or Art, science., Art,
+    # Sports fan, very good, "" = 7. Of those, beginning like another task's label and like none of the own:
+    # Science, Science or Art, science. (science), very good (very) = 4; "Sports fan" begins like the own
+    # "Sports team" too, "Art" is not a first word of any label, "" has no first word.
+    assert (shares["correct"], shares["own_label"], shares["other_task_label"], shares["other"]) == (10.0, 10.0,
+                                                                                                   10.0, 70.0)
+    assert shares["other_near_task_label"] == 40.0
+
+
 def write_run(folder, stages: dict[str, dict[str, list[dict]]], tasks: list[str]) -> None:
     folder.mkdir()
     (folder / "metrics.json").write_text(json.dumps({"method": "seq", "tasks": tasks, "acc_matrix": [],
@@ -99,7 +115,7 @@ def test_grid_answer_alignment_means_over_runs_and_names_what_it_left_out(tmp_pa
     assert [(s["method"], s["why"]) for s in grid["skipped"]] == [
         ("mtl", "one stage: no old tasks"), ("ewc", "no predictions of its old tasks after its last stage")]
     text = answer_table_markdown(grid)
-    assert "| seq | 2 | 25.0 | 25.0 | 50.0 | 0.0 |" in text and "| seq | 50.0 |" in text
+    assert "| seq | 2 | 25.0 | 25.0 | 50.0 | 0.0 | 0.0 |" in text and "| seq | 50.0 |" in text
     assert "- mtl: joint (one stage: no old tasks)" in text
 
 

@@ -186,7 +186,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis.analyze import ANALYSES, analyze
-    from .analysis.answers import ANSWER_KINDS
+    from .analysis.answers import ANSWER_KINDS, NEAR_OTHER_TASK_LABEL
     from .config import RecoverySettings
 
     what = list(ANALYSES) if args.what == "all" else args.what.split(",")
@@ -205,7 +205,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         elif name == "answers" and "final_old" in result:
             old = result["final_old"]
             print(f"answers   old tasks after {old['stage']}: " + ", ".join(
-                f"{kind.replace('_', ' ')} {old[kind]:.1f}%" for kind in ANSWER_KINDS))
+                f"{kind.replace('_', ' ')} {old[kind]:.1f}%" for kind in ANSWER_KINDS)
+                + f" (of which {old[NEAR_OTHER_TASK_LABEL]:.1f}% begin like another task's label)")
         elif name == "answers":  # say why there is nothing to show
             print(f"answers   nothing sorted: {result['no_old_tasks']}")
         else:
