@@ -305,3 +305,26 @@ def test_interrupted_pretraining_continues_to_the_same_checkpoint(tmp_path):
     b = load_file(str(next((tmp_path / "cut").glob("biography-*/model.safetensors"))))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not list((tmp_path / "cut").glob("*.resume"))  # the points go once the checkpoint is written
+
+
+def test_a_run_resumed_on_another_device_names_both(cl_root, tmp_path, monkeypatch):
+    """A run begun on a GPU and finished on the CPU said only "cpu": metrics.json names where each part ran, in
+    order; a point written before devices were kept names only where the run finished."""
+    from continual_lm.training import loop
+    from continual_lm.training.resume import ResumeStore
+    cfg = parse_config(tiny_config(cl_root, max_steps=2, keep_resume=True))
+    done, folder = run_experiment(cfg, tmp_path / "run")
+    assert done.device == "cpu"
+    store = ResumeStore(folder / "resume")
+    state, optimizer = store.load()
+    assert state["run"]["devices"] == ["cpu"]
+    (folder / "metrics.json").unlink()
+    monkeypatch.setattr(loop, "device_name", lambda device: "cuda (NVIDIA H200)")
+    again, _ = resume_experiment(folder)
+    assert again.device == "cpu, then cuda (NVIDIA H200)"
+    assert json.loads((folder / "metrics.json").read_text())["device"] == again.device
+    assert again.acc_matrix == done.acc_matrix
+    state["run"].pop("devices")
+    store.save(state, optimizer)
+    (folder / "metrics.json").unlink()
+    assert resume_experiment(folder)[0].device == "cuda (NVIDIA H200)"

@@ -76,7 +76,8 @@ class RunRecord:
     curve: dict = field(default_factory=dict)
     method_report: dict = field(default_factory=dict)
     processes: int = 1
-    device: str = ""                           # what trained it ("cpu", "cuda (NVIDIA H200)"); "" in older runs
+    device: str = ""                           # what trained it ("cpu", "cuda (NVIDIA H200)"; a run resumed
+                                               # elsewhere: "cuda (NVIDIA H200), then cpu"); "" in older runs
     task_metrics: dict[str, str] = field(default_factory=dict)  # how each task is scored (evaluation/scores.py)
     forgetting: list[dict] | None = None       # the forgetting decomposition, when the run made one
     n_test: list[int] = field(default_factory=list)                   # test examples scored per task

@@ -311,6 +311,10 @@ def run_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone, m
     if resume is not None:
         first_stage, position = restore(*resume, ctx, method, stages, run)
     backbone.forward_model = accelerator.prepare(backbone.model)
+    here = device_name(accelerator.device)
+    devices = run.setdefault("devices", [])  # where each part of a resumed run ran, in order
+    if not devices or devices[-1] != here:
+        devices.append(here)
     saving = checkpoint_path is not None and bool(cfg.checkpoint_steps) and main_process
 
     missing = len(run["acc_matrix"]) - len(run["intervals"])  # rows of a resume point written before intervals
@@ -384,7 +388,7 @@ def run_sequence(cfg: ExperimentConfig, tasks: list[Task], backbone: Backbone, m
                      initial=run["initial"], seconds=round(run["elapsed"] + time.time() - started, 2),
                      curve=run["curve"], task_metrics={t.name: t.metric for t in tasks},
                      method_report=method.report(), processes=accelerator.num_processes,
-                     device=device_name(accelerator.device),
+                     device=", then ".join(run["devices"]),
                      n_test=[len(test_examples(t, cfg.training.eval_max_examples)) for t in tasks],
                      intervals=run["intervals"], op_ci95=None if op_ci is None else [round(x, 2) for x in op_ci],
                      chance=[r["chance"] for r in references], majority=[r["majority"] for r in references],
