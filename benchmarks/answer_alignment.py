@@ -2,13 +2,16 @@
 another label of the task's own, a label of another task (lost task alignment; ``analysis/answers.py``) and other
 answers, with the part of those that begin like another task's label (a generative model's garbled labels).
 
-Reads the run folders a grid's results file lists (they must still exist); trains nothing.
+Reads the run folders a grid's results file lists; trains nothing. A run whose folder is gone (run folders do not
+outlive their machine) keeps its numbers from the earlier --out file when that sorted it; otherwise it is named under
+"Left out".
 
     python benchmarks/answer_alignment.py benchmarks/results/standard_cl.json [MORE.json ...] [--out FILE]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -28,12 +31,18 @@ def grid_runs(results_files: list[Path]) -> list[tuple[str, Path]]:
     for path in results_files:
         theirs, rows = read_results(path, setting)
         setting = setting or theirs
-        for row in rows:
-            folder = Path(row["folder"])
-            if not (folder / "metrics.json").exists():
-                raise DataError(f"{path}: run {row['run']}: its folder {folder} is gone (re-run the grid with --runs)")
-            runs.append((row["method"], folder))
+        runs += [(row["method"], Path(row["folder"])) for row in rows]
     return runs
+
+
+def earlier_result(path: Path) -> dict:
+    """The earlier analysis at ``path`` ({} if none): the runs it sorted stand in for folders since gone."""
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not JSON ({e.msg} on line {e.lineno}); move it aside to start afresh") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         runs = grid_runs(args.results)
-        grid = grid_answer_alignment(runs, lambda folder: load_run(folder).task_labels())
+        grid = grid_answer_alignment(runs, lambda folder: load_run(folder).task_labels(), earlier_result(args.out))
+        if not grid["methods"]:
+            raise DataError(f"{', '.join(map(str, args.results))}: no run could be sorted "
+                            f"({'; '.join(sorted({s['why'] for s in grid['skipped']}))})")
     except ContinualLMError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

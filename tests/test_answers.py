@@ -119,6 +119,34 @@ def test_grid_answer_alignment_means_over_runs_and_names_what_it_left_out(tmp_pa
     assert "- mtl: joint (one stage: no old tasks)" in text
 
 
+def test_a_run_whose_folder_is_gone_keeps_the_numbers_an_earlier_analysis_gave_it(tmp_path):
+    """Run folders do not outlive their machine: the earlier result stands in for them, and a run nobody sorted is
+    named, never counted as zero."""
+    labels = {"news": ("World", "Sports"), "reviews": ("positive", "negative")}
+    write_run(tmp_path / "a", {"news": {}, "reviews": {"news": [line("positive"), line("positive")]}},
+              ["news", "reviews"])                                              # 0 / 0 / 100 / 0
+    write_run(tmp_path / "joint", {"joint": {"news": [line("World", 100.0)]}}, ["news", "reviews"])
+    earlier = grid_answer_alignment([("seq", tmp_path / "a"), ("mtl", tmp_path / "joint")], lambda folder: labels)
+    assert [r["folder"] for r in earlier["runs"]] == [str(tmp_path / "a")]
+    import shutil
+    shutil.rmtree(tmp_path / "a")
+    shutil.rmtree(tmp_path / "joint")
+    write_run(tmp_path / "b", {"news": {}, "reviews": {"news": [line("World", 100.0), line("Sports")]}},
+              ["news", "reviews"])                                              # 50 / 50 / 0 / 0
+    runs = [("seq", tmp_path / "a"), ("seq", tmp_path / "b"), ("mtl", tmp_path / "joint"), ("ewc", tmp_path / "gone")]
+    grid = grid_answer_alignment(runs, lambda folder: labels, earlier)
+    seq = grid["methods"]["seq"]
+    assert seq["runs"] == 2 and (seq["correct"], seq["own_label"], seq["other_task_label"]) == (25.0, 25.0, 50.0)
+    assert seq["folders"] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert [(s["method"], s["why"]) for s in grid["skipped"]] == [
+        ("mtl", "one stage: no old tasks"), ("ewc", "its folder is gone and no earlier analysis sorted it")]
+    # Without the earlier result, the gone run is left out and named; the mean is over the run that is there.
+    alone = grid_answer_alignment(runs, lambda folder: labels)
+    assert alone["methods"]["seq"]["runs"] == 1 and alone["methods"]["seq"]["correct"] == 50.0
+    assert ("seq", "its folder is gone and no earlier analysis sorted it") in \
+        [(s["method"], s["why"]) for s in alone["skipped"]]
+
+
 def test_analyze_answers_needs_no_checkpoints_and_no_model(cl_root, tmp_path, monkeypatch, capsys):
     """On a real run (no checkpoints; an encoder choosing among every label of the run), every answer is a label, and
     the correct share of every task equals the score the run recorded."""

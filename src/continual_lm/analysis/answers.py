@@ -153,24 +153,42 @@ def plot_answers(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def grid_answer_alignment(runs: Iterable[tuple[str, Path]], task_labels) -> dict:
+def grid_answer_alignment(runs: Iterable[tuple[str, Path]], task_labels, earlier: dict | None = None) -> dict:
     """Answer kinds of the old tasks after the last stage, per method, over a grid's finished runs.
 
     ``runs`` gives (method label, run folder); ``task_labels(folder)`` the labels of each task of that run. Per method:
-    the mean over its runs of ``final_old``, and per old task the mean share of answers that are another task's label.
-    Runs with nothing to sort (one stage, such as MTL; no predictions) are listed under ``skipped`` with the reason.
+    the mean over its runs of ``final_old``, and per old task the mean share of answers that are another task's label;
+    ``runs`` keeps each run's own numbers. Runs with nothing to sort (one stage, such as MTL; no predictions) are listed
+    under ``skipped`` with the reason.
+
+    A run whose folder is gone (run folders live outside the repository and do not outlive their machine) is taken from
+    ``earlier``, a previous result of this function, when that sorted the same folder; else it is listed as skipped.
     """
-    per_method: dict[str, list[dict]] = {}
+    earlier = earlier or {}
+    kept = {r["folder"]: r for r in earlier.get("runs", [])}
+    kept_skips = {s["folder"]: s for s in earlier.get("skipped", [])}
+    entries: list[dict] = []
     skipped: list[dict] = []
     for method, folder in runs:
+        if not (Path(folder) / "metrics.json").exists():
+            if str(folder) in kept:
+                entries.append({**kept[str(folder)], "method": method})
+            else:
+                why = kept_skips[str(folder)]["why"] if str(folder) in kept_skips \
+                    else "its folder is gone and no earlier analysis sorted it"
+                skipped.append({"method": method, "folder": str(folder), "why": why})
+            continue
         result = run_answer_alignment(folder, task_labels(folder))
         if "final_old" not in result:
             skipped.append({"method": method, "folder": str(folder), "why": result["no_old_tasks"]})
         else:
             final = result["stages"][result["final_old"]["stage"]]
-            per_method.setdefault(method, []).append(
-                {"folder": str(folder), **{k: result["final_old"][k] for k in SHARES},
-                 "other_task_label_by_task": {t: final[t]["other_task_label"] for t in result["final_old"]["tasks"]}})
+            entries.append({"method": method, "folder": str(folder), **{k: result["final_old"][k] for k in SHARES},
+                            "other_task_label_by_task": {t: final[t]["other_task_label"]
+                                                         for t in result["final_old"]["tasks"]}})
+    per_method: dict[str, list[dict]] = {}
+    for entry in entries:
+        per_method.setdefault(entry["method"], []).append(entry)
     table = {}
     for method, rows in per_method.items():
         tasks = sorted({t for r in rows for t in r["other_task_label_by_task"]})
@@ -179,7 +197,7 @@ def grid_answer_alignment(runs: Iterable[tuple[str, Path]], task_labels) -> dict
                              t: fmean([r["other_task_label_by_task"][t] for r in rows
                                        if t in r["other_task_label_by_task"]]) for t in tasks},
                          "folders": [r["folder"] for r in rows]}
-    return {"methods": table, "skipped": skipped}
+    return {"methods": table, "runs": entries, "skipped": skipped}
 
 
 def answer_table_markdown(grid: dict) -> str:
