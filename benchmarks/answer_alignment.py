@@ -11,12 +11,12 @@ outlive their machine) keeps its numbers from the earlier --out file when that s
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from continual_lm.analysis.answers import answer_table_markdown, grid_answer_alignment
 from continual_lm.analysis.run_loader import load_run
+from continual_lm.data.loaders import read_json
 from continual_lm.errors import ContinualLMError, DataError
 from continual_lm.experiments.benchmark import write_results
 from continual_lm.experiments.grid import read_results
@@ -39,10 +39,10 @@ def earlier_result(path: Path) -> dict:
     """The earlier analysis at ``path`` ({} if none): the runs it sorted stand in for folders since gone."""
     if not path.exists():
         return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not JSON ({e.msg} on line {e.lineno}); move it aside to start afresh") from None
+    earlier = read_json(path)
+    if not isinstance(earlier, dict):
+        raise DataError(f"{path}: expected a JSON object (an earlier answers analysis); move it aside to start afresh")
+    return earlier
 
 
 def main(argv: list[str] | None = None) -> int:

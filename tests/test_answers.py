@@ -1,5 +1,6 @@
 """Where answers go (analysis/answers.py): hand-sorted predictions, a hand-built run folder, and a real tiny run."""
 import json
+import shutil
 
 import pytest
 
@@ -128,7 +129,6 @@ def test_a_run_whose_folder_is_gone_keeps_the_numbers_an_earlier_analysis_gave_i
     write_run(tmp_path / "joint", {"joint": {"news": [line("World", 100.0)]}}, ["news", "reviews"])
     earlier = grid_answer_alignment([("seq", tmp_path / "a"), ("mtl", tmp_path / "joint")], lambda folder: labels)
     assert [r["folder"] for r in earlier["runs"]] == [str(tmp_path / "a")]
-    import shutil
     shutil.rmtree(tmp_path / "a")
     shutil.rmtree(tmp_path / "joint")
     write_run(tmp_path / "b", {"news": {}, "reviews": {"news": [line("World", 100.0), line("Sports")]}},

@@ -170,20 +170,21 @@ def grid_answer_alignment(runs: Iterable[tuple[str, Path]], task_labels, earlier
     entries: list[dict] = []
     skipped: list[dict] = []
     for method, folder in runs:
+        key = str(folder)  # how results and earlier analyses name a run
         if not (Path(folder) / "metrics.json").exists():
-            if str(folder) in kept:
-                entries.append({**kept[str(folder)], "method": method})
+            if key in kept:
+                entries.append({**kept[key], "method": method})
             else:
-                why = kept_skips[str(folder)]["why"] if str(folder) in kept_skips \
+                why = kept_skips[key]["why"] if key in kept_skips \
                     else "its folder is gone and no earlier analysis sorted it"
-                skipped.append({"method": method, "folder": str(folder), "why": why})
+                skipped.append({"method": method, "folder": key, "why": why})
             continue
         result = run_answer_alignment(folder, task_labels(folder))
         if "final_old" not in result:
-            skipped.append({"method": method, "folder": str(folder), "why": result["no_old_tasks"]})
+            skipped.append({"method": method, "folder": key, "why": result["no_old_tasks"]})
         else:
             final = result["stages"][result["final_old"]["stage"]]
-            entries.append({"method": method, "folder": str(folder), **{k: result["final_old"][k] for k in SHARES},
+            entries.append({"method": method, "folder": key, **{k: result["final_old"][k] for k in SHARES},
                             "other_task_label_by_task": {t: final[t]["other_task_label"]
                                                          for t in result["final_old"]["tasks"]}})
     per_method: dict[str, list[dict]] = {}
