@@ -38,11 +38,11 @@ NEAR_OTHER_TASK_LABEL = "other_near_task_label"  # a part of "other"; see the mo
 SHARES = (*ANSWER_KINDS, NEAR_OTHER_TASK_LABEL)
 
 
-def answer_kind(prediction: str, score: float, own: frozenset[str], foreign: frozenset[str]) -> str:
-    """One answer's kind; ``own`` and ``foreign`` are normalised labels (``foreign`` excludes ``own``)."""
+def answer_kind(answer: str, score: float, own: frozenset[str], foreign: frozenset[str]) -> str:
+    """One answer's kind; ``answer`` is normalised, as are the labels ``own`` and ``foreign`` (which excludes
+    ``own``)."""
     if score >= 100.0:
         return "correct"
-    answer = normalize_answer(prediction)
     if answer in own:
         return "own_label"
     if answer in foreign:
@@ -55,9 +55,10 @@ def first_words(labels: Iterable[str]) -> frozenset[str]:
     return frozenset(label.split()[0] for label in labels if label.split())
 
 
-def begins_like(prediction: str, own_first: frozenset[str], foreign_first: frozenset[str]) -> bool:
-    """Whether an answer's first word is the first word of another task's label and of none of the task's own."""
-    words = normalize_answer(prediction).split()
+def begins_like(answer: str, own_first: frozenset[str], foreign_first: frozenset[str]) -> bool:
+    """Whether a normalised answer's first word is the first word of another task's label and of none of the task's
+    own."""
+    words = answer.split()
     return bool(words) and words[0] in foreign_first and words[0] not in own_first
 
 
@@ -71,9 +72,10 @@ def answer_shares(records: Iterable[dict], own_labels: Iterable[str], run_labels
     wrong: Counter[str] = Counter()
     n = 0
     for r in records:
-        kind = answer_kind(r["prediction"], r["score"], own, foreign)
+        answer = normalize_answer(r["prediction"])
+        kind = answer_kind(answer, r["score"], own, foreign)
         kinds[kind] += 1
-        if kind == "other" and begins_like(r["prediction"], own_first, foreign_first):
+        if kind == "other" and begins_like(answer, own_first, foreign_first):
             kinds[NEAR_OTHER_TASK_LABEL] += 1
         n += 1
         if kind != "correct":
