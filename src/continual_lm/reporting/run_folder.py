@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from ..data.loaders import read_json
 from ..errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -100,10 +101,7 @@ class RunRecord:
         path = Path(folder) / "metrics.json"
         if not path.exists():
             raise DataError(f"{folder}: not a finished run (no metrics.json)")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        data = read_json(path)
         if not isinstance(data, dict):
             raise DataError(f"{path}: expected a JSON object")
         known = {f.name for f in fields(cls)}
